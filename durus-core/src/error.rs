@@ -1,0 +1,119 @@
+//! The one error type of `durus-core`.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::format::Oid;
+
+/// Everything that can go wrong in durus, with enough context (which oid,
+/// which file, which offset) to act on it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O failure; `context` says what we were doing.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// No record is stored under this oid (Durus's `DurusKeyError`).
+    #[error("no record for oid {0}")]
+    KeyNotFound(Oid),
+
+    /// A byte string that should be a Durus record is not one.
+    #[error("malformed record{}: {detail}", oid.map(|o| format!(" (oid {o})")).unwrap_or_default())]
+    MalformedRecord { oid: Option<Oid>, detail: String },
+
+    /// The file is not a SHELF-1 Durus file at all (wrong magic, too short).
+    #[error("{}: not a Durus SHELF-1 file: {detail}", path.display())]
+    NotAShelf { path: PathBuf, detail: String },
+
+    /// The file's structure is damaged before its tail (offset map, base
+    /// transaction): repair cannot fix this.
+    #[error("{}: corrupt at offset {offset}: {detail}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        detail: String,
+    },
+
+    /// The file ends in a torn or garbled transaction starting at `offset`.
+    /// Opening with repair truncates the file to `offset`, keeping every
+    /// transaction before it.
+    #[error(
+        "{}: damaged tail at offset {offset} ({} bytes to the end): {detail}; open with repair (or run `durus repair`) to truncate it",
+        path.display(), file_len - offset
+    )]
+    TornTail {
+        path: PathBuf,
+        offset: u64,
+        file_len: u64,
+        detail: String,
+    },
+
+    /// Another `FileStorage` (this process or another) holds the write lock.
+    #[error("{}: locked by another writer (a read-write FileStorage is already open on it)", path.display())]
+    Locked { path: PathBuf },
+
+    /// `store` was given an oid that this storage never handed out.
+    #[error("oid {0} is a surprise: it was never allocated by new_oid and is not stored")]
+    SurpriseOid(Oid),
+
+    /// A write was attempted on a storage opened read-only.
+    #[error("storage is read-only")]
+    ReadOnly,
+
+    /// The storage has been closed.
+    #[error("storage is closed")]
+    Closed,
+
+    /// A previous fsync or write failed: the file's durable state is
+    /// unknown, so the storage refuses further writes until it is reopened.
+    #[error("storage refuses writes after an earlier failed write or fsync ({0}); reopen it")]
+    Poisoned(String),
+
+    /// The operation is not valid in the storage's current state
+    /// (e.g. packing with a transaction in progress).
+    #[error("{0}")]
+    InvalidState(String),
+
+    /// Another client changed an object this transaction wrote or read.
+    #[error("write conflict on oids {oids:?}")]
+    Conflict { oids: Vec<Oid> },
+
+    /// An object this transaction read was changed or removed by another
+    /// client since this transaction began.
+    #[error("read conflict on oids {oids:?}")]
+    ReadConflict { oids: Vec<Oid> },
+
+    /// A record names a class that no registered type claims.
+    #[error("unknown class {name:?} (oid {oid})")]
+    UnknownClass { name: String, oid: Oid },
+}
+
+impl Error {
+    /// True for the conflicts after which `abort()` and a retry may succeed.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict { .. } | Error::ReadConflict { .. })
+    }
+
+    /// Wraps an I/O error with what we were doing when it happened.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn malformed(oid: Option<Oid>, detail: impl Into<String>) -> Self {
+        Error::MalformedRecord {
+            oid,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// `Result` with durus's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,75 @@
+//! Object identifiers.
+
+use std::fmt;
+
+use crate::error::{Error, Result};
+
+/// An object identifier: a u64, always written as 8 bytes big-endian on
+/// disk and on the wire. The root object is [`Oid::ROOT`] (0).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Oid(pub u64);
+
+impl Oid {
+    /// The root object's oid.
+    pub const ROOT: Oid = Oid(0);
+
+    /// The 8-byte big-endian encoding.
+    pub fn to_bytes(self) -> [u8; 8] {
+        self.0.to_be_bytes()
+    }
+
+    /// Decodes 8 big-endian bytes.
+    pub fn from_bytes(bytes: [u8; 8]) -> Oid {
+        Oid(u64::from_be_bytes(bytes))
+    }
+
+    /// Decodes a slice that must be exactly 8 bytes long.
+    pub fn from_slice(bytes: &[u8]) -> Result<Oid> {
+        let arr: [u8; 8] = bytes.try_into().map_err(|_| {
+            Error::malformed(None, format!("an oid is 8 bytes, got {}", bytes.len()))
+        })?;
+        Ok(Oid::from_bytes(arr))
+    }
+
+    /// The integer value.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl From<u64> for Oid {
+    fn from(n: u64) -> Oid {
+        Oid(n)
+    }
+}
+
+impl fmt::Display for Oid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Debug for Oid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Oid({})", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oid_is_eight_bytes_big_endian() {
+        assert_eq!(Oid(1).to_bytes(), [0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(Oid(0x0102).to_bytes(), [0, 0, 0, 0, 0, 0, 1, 2]);
+        assert_eq!(Oid::from_bytes([0, 0, 0, 0, 0, 0, 1, 2]), Oid(258));
+    }
+
+    #[test]
+    fn oid_from_slice_rejects_wrong_length() {
+        assert!(Oid::from_slice(&[0; 4]).is_err());
+        assert!(Oid::from_slice(&[0; 9]).is_err());
+        assert_eq!(Oid::from_slice(&[0xff; 8]).unwrap(), Oid(u64::MAX));
+    }
+}

@@ -1,0 +1,847 @@
+//! `FileStorage`: records in a SHELF-1 file, byte-compatible with Python
+//! Durus 4.3 (spec section 4), with fsync'd commits, strict tail checks and
+//! an exclusive write lock.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::format::shelf::{self, OffsetMap, MAP_HEADER_LEN, MIN_SHELF_RECORD_LEN};
+use crate::format::{record, Oid, Record};
+use crate::storage::file_io::FileIo;
+use crate::storage::{PackReport, RecordIter, Storage};
+
+/// How a load first reads a shelf record: most records fit, so one `pread`.
+const FIRST_READ: usize = 512;
+
+/// Buffer size of the sequential scan at open.
+const SCAN_BUFFER: usize = 1 << 20;
+
+/// How to open a [`FileStorage`]. The defaults are read-write, no repair,
+/// fsync on every commit.
+#[derive(Debug, Clone)]
+pub struct FileStorageOptions {
+    readonly: bool,
+    repair: bool,
+    fsync: bool,
+}
+
+impl Default for FileStorageOptions {
+    fn default() -> Self {
+        FileStorageOptions {
+            readonly: false,
+            repair: false,
+            fsync: true,
+        }
+    }
+}
+
+impl FileStorageOptions {
+    /// The defaults: read-write, no repair, fsync on.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Open without the write lock and never write. A read-only open sees
+    /// the file up to its last complete transaction; a damaged tail is
+    /// reported by [`FileStorage::tail_damage`] instead of failing the open
+    /// (it may be a commit in progress by the writer).
+    pub fn readonly(mut self, on: bool) -> Self {
+        self.readonly = on;
+        self
+    }
+
+    /// Truncate a damaged tail at open (read-write only), keeping every
+    /// transaction before it.
+    pub fn repair(mut self, on: bool) -> Self {
+        self.repair = on;
+        self
+    }
+
+    /// fsync each commit before `end` returns (default on). Turning it off
+    /// trades durability after power loss for speed in bulk loads.
+    pub fn fsync(mut self, on: bool) -> Self {
+        self.fsync = on;
+        self
+    }
+
+    /// Opens (or, read-write, creates) the file at `path`.
+    pub fn open(self, path: impl AsRef<Path>) -> Result<FileStorage> {
+        FileStorage::open_with(path.as_ref(), self)
+    }
+}
+
+/// A damaged tail found at open: where the bad transaction starts and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailDamage {
+    /// Offset of the first byte that is not part of a complete transaction.
+    pub offset: u64,
+    /// The file length when it was opened.
+    pub file_len: u64,
+    /// What was wrong.
+    pub detail: String,
+}
+
+impl TailDamage {
+    /// Bytes from the damage to the end of the file.
+    pub fn bytes(&self) -> u64 {
+        self.file_len - self.offset
+    }
+}
+
+/// Facts about a FileStorage for `durus info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStats {
+    /// File length in bytes.
+    pub file_size: u64,
+    /// Distinct oids with a record (garbage included).
+    pub records: u64,
+    /// Records in the base transaction (written by the last pack).
+    pub base_records: u64,
+    /// Transactions appended since the base.
+    pub transactions: u64,
+    /// Smallest and largest stored oid.
+    pub oid_range: Option<(Oid, Oid)>,
+}
+
+/// Hands out oids as Durus's `Shelf.next_name`: the holes of the offset map
+/// (highest first, then N-1), then N, N+1, ... Callers skip oids in use.
+#[derive(Debug, Default)]
+struct OidAllocator {
+    holes: Option<Vec<Oid>>,
+    next_hole: usize,
+    next_fresh: u64,
+}
+
+impl OidAllocator {
+    fn new(map: &OffsetMap) -> Self {
+        OidAllocator {
+            holes: None,
+            next_hole: 0,
+            next_fresh: map.count(),
+        }
+    }
+
+    fn next(&mut self, map: &OffsetMap) -> Result<Oid> {
+        let holes = match &mut self.holes {
+            Some(h) => h,
+            none => none.insert(map.holes()?),
+        };
+        if let Some(&oid) = holes.get(self.next_hole) {
+            self.next_hole += 1;
+            return Ok(oid);
+        }
+        let oid = Oid(self.next_fresh);
+        self.next_fresh += 1;
+        Ok(oid)
+    }
+}
+
+/// Records in a SHELF-1 file.
+///
+/// ```
+/// use durus_core::{FileStorage, Oid, Storage, StorageExt};
+/// use durus_core::format::record;
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("doc.durus");
+/// let mut storage = FileStorage::open(&path)?;
+/// let root = storage.new_oid()?;
+/// assert_eq!(root, Oid::ROOT);
+/// storage.commit_records([record::encode(root, b"state", &[])?])?;
+/// assert_eq!(record::oid_of(&storage.load(root)?)?, root);
+/// # Ok::<(), durus_core::Error>(())
+/// ```
+pub struct FileStorage {
+    pub(super) path: PathBuf,
+    pub(super) file: Box<dyn FileIo>,
+    readonly: bool,
+    fsync: bool,
+    pub(super) map: OffsetMap,
+    /// Shelf-record offsets of records appended after the base.
+    pub(super) index: HashMap<Oid, u64>,
+    /// Where the next transaction goes.
+    pub(super) end: u64,
+    pub(super) transactions: u64,
+    tail_damage: Option<TailDamage>,
+    repaired: Option<TailDamage>,
+    pending: Vec<(Oid, Vec<u8>)>,
+    pending_slot: HashMap<Oid, usize>,
+    /// Handed out by `new_oid`, not yet committed.
+    pub(super) allocated: HashSet<Oid>,
+    /// Removed by a pack, not yet reported by `sync`.
+    pub(super) invalid: HashSet<Oid>,
+    alloc: OidAllocator,
+    poisoned: Option<String>,
+    closed: bool,
+}
+
+impl std::fmt::Debug for FileStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileStorage")
+            .field("path", &self.path)
+            .field("readonly", &self.readonly)
+            .field("end", &self.end)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileStorage {
+    /// Opens `path` read-write with fsync on, creating a new database if the
+    /// file is missing or empty.
+    pub fn open(path: impl AsRef<Path>) -> Result<FileStorage> {
+        FileStorageOptions::new().open(path)
+    }
+
+    /// Options for a read-only, repairing or non-fsyncing open.
+    pub fn options() -> FileStorageOptions {
+        FileStorageOptions::new()
+    }
+
+    fn open_with(path: &Path, opts: FileStorageOptions) -> Result<FileStorage> {
+        let io_err = |what: &str, e: io::Error| Error::io(format!("{what} {}", path.display()), e);
+        let mut file = if opts.readonly {
+            File::open(path).map_err(|e| io_err("cannot open", e))?
+        } else {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(|e| io_err("cannot open", e))?;
+            lock(&file, path)?;
+            file
+        };
+        let len = FileIo::len(&file).map_err(|e| io_err("cannot stat", e))?;
+        if len == 0 {
+            if opts.readonly {
+                return Err(Error::NotAShelf {
+                    path: path.into(),
+                    detail: "the file is empty (open it read-write once to initialise it)".into(),
+                });
+            }
+            file.write_all_at(&shelf::empty_file(), 0)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| io_err("cannot initialise", e))?;
+        }
+        Self::from_file(path.into(), Box::new(file), opts)
+    }
+
+    /// Opens a storage over any [`FileIo`] (a test's faulty disk, say); the
+    /// caller holds whatever lock it needs. `path` is used in messages and
+    /// for the pack's sibling files.
+    pub fn from_file(
+        path: PathBuf,
+        mut file: Box<dyn FileIo>,
+        opts: FileStorageOptions,
+    ) -> Result<FileStorage> {
+        let layout = Layout::read(&*file, &path)?;
+        let (index, transactions, damage) =
+            scan_transactions(&*file, &path, layout.tail_start, layout.file_len)?;
+        let mut end = layout.file_len;
+        let mut repaired = None;
+        let mut tail_damage = None;
+        if let Some(damage) = damage {
+            if opts.readonly {
+                tracing::warn!(path = %path.display(), offset = damage.offset, "damaged tail ignored by a read-only open: {}", damage.detail);
+                end = damage.offset;
+                tail_damage = Some(damage);
+            } else if opts.repair {
+                file.set_len(damage.offset)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| {
+                        Error::io(
+                            format!("cannot truncate {} to {}", path.display(), damage.offset),
+                            e,
+                        )
+                    })?;
+                tracing::warn!(path = %path.display(), offset = damage.offset, bytes = damage.bytes(), "repaired: truncated damaged tail: {}", damage.detail);
+                end = damage.offset;
+                repaired = Some(damage);
+            } else {
+                return Err(Error::TornTail {
+                    path,
+                    offset: damage.offset,
+                    file_len: damage.file_len,
+                    detail: damage.detail,
+                });
+            }
+        }
+        Ok(FileStorage {
+            alloc: OidAllocator::new(&layout.map),
+            path,
+            file,
+            readonly: opts.readonly,
+            fsync: opts.fsync,
+            map: layout.map,
+            index,
+            end,
+            transactions,
+            tail_damage,
+            repaired,
+            pending: Vec::new(),
+            pending_slot: HashMap::new(),
+            allocated: HashSet::new(),
+            invalid: HashSet::new(),
+            poisoned: None,
+            closed: false,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the storage was opened read-only.
+    pub fn is_readonly(&self) -> bool {
+        self.readonly
+    }
+
+    /// A damaged tail that a read-only open left in place.
+    pub fn tail_damage(&self) -> Option<&TailDamage> {
+        self.tail_damage.as_ref()
+    }
+
+    /// The damaged tail that a repairing open truncated away.
+    pub fn repaired(&self) -> Option<&TailDamage> {
+        self.repaired.as_ref()
+    }
+
+    /// Turns the per-commit fsync on or off.
+    pub fn set_fsync(&mut self, on: bool) {
+        self.fsync = on;
+    }
+
+    /// Size, record count, transactions since the last pack, oid range.
+    pub fn stats(&self) -> FileStats {
+        let mut records = 0;
+        let mut base_records = 0;
+        let mut range: Option<(Oid, Oid)> = None;
+        let mut note = |oid: Oid| {
+            records += 1;
+            range = Some(range.map_or((oid, oid), |(lo, hi)| (lo.min(oid), hi.max(oid))));
+        };
+        for (oid, _) in self.map.entries() {
+            base_records += 1;
+            if !self.index.contains_key(&oid) {
+                note(oid);
+            }
+        }
+        for &oid in self.index.keys() {
+            note(oid);
+        }
+        FileStats {
+            file_size: self.end,
+            records,
+            base_records,
+            transactions: self.transactions,
+            oid_range: range,
+        }
+    }
+
+    /// Offset of the current shelf record of `oid`.
+    pub(super) fn position(&self, oid: Oid) -> Option<u64> {
+        self.index.get(&oid).copied().or_else(|| self.map.get(oid))
+    }
+
+    /// Every stored oid with its shelf-record offset, base first (in oid
+    /// order) then appended records in file order.
+    pub(super) fn positions(&self) -> Vec<(Oid, u64)> {
+        let mut out: Vec<(Oid, u64)> = self
+            .map
+            .entries()
+            .filter(|(oid, _)| !self.index.contains_key(oid))
+            .collect();
+        let mut appended: Vec<(Oid, u64)> = self.index.iter().map(|(&o, &p)| (o, p)).collect();
+        appended.sort_unstable_by_key(|&(_, pos)| pos);
+        out.extend(appended);
+        out
+    }
+
+    pub(super) fn check_open(&self) -> Result<()> {
+        if self.closed {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(super) fn check_writable(&self) -> Result<()> {
+        self.check_open()?;
+        if self.readonly {
+            return Err(Error::ReadOnly);
+        }
+        if let Some(why) = &self.poisoned {
+            return Err(Error::Poisoned(why.clone()));
+        }
+        Ok(())
+    }
+
+    pub(super) fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Swaps in a freshly packed file (called by the packer).
+    pub(super) fn replace_base(&mut self, file: Box<dyn FileIo>, map: OffsetMap, end: u64) {
+        self.alloc = OidAllocator::new(&map);
+        self.file = file;
+        self.map = map;
+        self.index.clear();
+        self.end = end;
+        self.transactions = 0;
+    }
+
+    pub(super) fn poison(&mut self, why: String) {
+        tracing::error!(path = %self.path.display(), "refusing further writes: {why}");
+        self.poisoned = Some(why);
+    }
+
+    /// Writes one transaction at the end of the file and fsyncs it.
+    fn append_transaction(&mut self, body: &[u8]) -> Result<()> {
+        let start = self.end;
+        let result = self
+            .file
+            .write_all_at(body, start)
+            .map_err(|e| ("write", e))
+            .and_then(|()| {
+                if self.fsync {
+                    self.file.sync_data().map_err(|e| ("fsync", e))
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err((what, e)) = result {
+            let context = format!(
+                "{what} of a {} byte transaction at offset {start} of {}",
+                body.len(),
+                self.path.display()
+            );
+            // Take the partial transaction back off; if even that fails, or
+            // the fsync failed (the page cache state is unknown), stop writing.
+            let truncated = self
+                .file
+                .set_len(start)
+                .and_then(|()| self.file.sync_data());
+            if what == "fsync" || truncated.is_err() {
+                self.poison(context.clone());
+            }
+            return Err(Error::io(context, e));
+        }
+        Ok(())
+    }
+}
+
+/// Takes the exclusive write lock (flock, per open file description, so a
+/// second writer in this process fails as well as one in another).
+fn lock(file: &File, path: &Path) -> Result<()> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked { path: path.into() }),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(Error::io(format!("cannot lock {}", path.display()), e))
+        }
+    }
+}
+
+/// The fixed part of a shelf: magic, base transaction, offset map.
+struct Layout {
+    map: OffsetMap,
+    tail_start: u64,
+    file_len: u64,
+}
+
+impl Layout {
+    fn read(file: &dyn FileIo, path: &Path) -> Result<Layout> {
+        let io_err = |e: io::Error| Error::io(format!("cannot read {}", path.display()), e);
+        let file_len = file.len().map_err(io_err)?;
+        let not_shelf = |detail: String| Error::NotAShelf {
+            path: path.into(),
+            detail,
+        };
+        let corrupt = |offset: u64, detail: String| Error::Corrupt {
+            path: path.into(),
+            offset,
+            detail,
+        };
+        let mut head = [0u8; 16];
+        let n = file.read_up_to(&mut head, 0).map_err(io_err)?;
+        if n < 8 || &head[..8] != shelf::MAGIC {
+            return Err(not_shelf(format!(
+                "it starts with {:?}, not {:?}",
+                String::from_utf8_lossy(&head[..n.min(8)]),
+                String::from_utf8_lossy(shelf::MAGIC)
+            )));
+        }
+        if n < 16 {
+            return Err(corrupt(
+                8,
+                format!("the file ends ({file_len} bytes) inside the base transaction length"),
+            ));
+        }
+        let t0 = shelf::read_u64(&head[8..16]);
+        let start = t0
+            .checked_add(shelf::BASE_BODY_OFFSET)
+            .filter(|&s| s.saturating_add(MAP_HEADER_LEN) <= file_len)
+            .ok_or_else(|| {
+                corrupt(8, format!("base transaction of {t0} bytes and its offset map do not fit in the file ({file_len} bytes)"))
+            })?;
+        let mut header = [0u8; 24];
+        file.read_exact_at(&mut header, start).map_err(io_err)?;
+        let (width, count, words_len) =
+            OffsetMap::parse_header(start, &header, file_len).map_err(|e| with_path(e, path))?;
+        let mut words = vec![0u8; words_len as usize];
+        file.read_exact_at(&mut words, start + MAP_HEADER_LEN)
+            .map_err(io_err)?;
+        Ok(Layout {
+            map: OffsetMap::from_parts(start, width, count, words),
+            tail_start: start + MAP_HEADER_LEN + words_len,
+            file_len,
+        })
+    }
+}
+
+/// Fills in the path of a layout error raised by the format layer.
+fn with_path(err: Error, path: &Path) -> Error {
+    match err {
+        Error::Corrupt { offset, detail, .. } => Error::Corrupt {
+            path: path.into(),
+            offset,
+            detail,
+        },
+        other => other,
+    }
+}
+
+/// A forward reader over a [`FileIo`] with a large buffer, for the scan.
+struct ScanReader<'a> {
+    file: &'a dyn FileIo,
+    buf: Vec<u8>,
+    buf_start: u64,
+    buf_len: usize,
+}
+
+impl<'a> ScanReader<'a> {
+    fn new(file: &'a dyn FileIo) -> Self {
+        ScanReader {
+            file,
+            buf: vec![0; SCAN_BUFFER],
+            buf_start: 0,
+            buf_len: 0,
+        }
+    }
+
+    /// The `n` bytes at `pos` (n ≤ a few dozen); the caller has checked
+    /// they lie inside the file.
+    fn bytes_at(&mut self, pos: u64, n: usize) -> io::Result<&[u8]> {
+        let in_buf =
+            pos >= self.buf_start && pos + n as u64 <= self.buf_start + self.buf_len as u64;
+        if !in_buf {
+            self.buf_start = pos;
+            self.buf_len = self.file.read_up_to(&mut self.buf, pos)?;
+            if self.buf_len < n {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        let at = (pos - self.buf_start) as usize;
+        Ok(&self.buf[at..at + n])
+    }
+}
+
+/// Scans the transactions after the offset map, checking each one's
+/// structure completely: a transaction must lie inside the file, its shelf
+/// records must tile it exactly, and every record's name, oid and lengths
+/// must agree. Returns the index of the complete transactions, their count
+/// and the first damage found (everything from there on is the tail).
+#[allow(clippy::type_complexity)]
+fn scan_transactions(
+    file: &dyn FileIo,
+    path: &Path,
+    mut pos: u64,
+    file_len: u64,
+) -> Result<(HashMap<Oid, u64>, u64, Option<TailDamage>)> {
+    let mut reader = ScanReader::new(file);
+    let mut index = HashMap::new();
+    let mut count = 0;
+    let mut txn = Vec::new();
+    let io_err = |e: io::Error| Error::io(format!("cannot read {}", path.display()), e);
+    while pos < file_len {
+        let damage = |detail: String| TailDamage {
+            offset: pos,
+            file_len,
+            detail,
+        };
+        if file_len - pos < 8 {
+            return Ok((
+                index,
+                count,
+                Some(damage(format!(
+                    "the file ends {} bytes into a transaction length",
+                    file_len - pos
+                ))),
+            ));
+        }
+        let body_len = shelf::read_u64(reader.bytes_at(pos, 8).map_err(io_err)?);
+        let body_start = pos + 8;
+        let Some(txn_end) = body_start.checked_add(body_len).filter(|&e| e <= file_len) else {
+            return Ok((
+                index,
+                count,
+                Some(damage(format!(
+                    "the transaction declares {body_len} bytes but only {} remain",
+                    file_len - body_start
+                ))),
+            ));
+        };
+        txn.clear();
+        let mut at = body_start;
+        while at < txn_end {
+            match check_shelf_record(&mut reader, at, txn_end).map_err(io_err)? {
+                Ok((oid, next)) => {
+                    txn.push((oid, at));
+                    at = next;
+                }
+                Err(detail) => {
+                    return Ok((
+                        index,
+                        count,
+                        Some(damage(format!("shelf record at offset {at}: {detail}"))),
+                    ));
+                }
+            }
+        }
+        index.extend(txn.iter().copied());
+        count += 1;
+        pos = txn_end;
+    }
+    Ok((index, count, None))
+}
+
+/// Checks the shelf record at `at` (which must end by `limit`): returns its
+/// oid and the offset after it, or what is wrong with it.
+fn check_shelf_record(
+    reader: &mut ScanReader<'_>,
+    at: u64,
+    limit: u64,
+) -> io::Result<std::result::Result<(Oid, u64), String>> {
+    if limit - at < MIN_SHELF_RECORD_LEN {
+        return Ok(Err(format!(
+            "{} bytes left in the transaction, too few for a record",
+            limit - at
+        )));
+    }
+    let head = reader.bytes_at(at, MIN_SHELF_RECORD_LEN as usize)?;
+    let rest_len = shelf::read_u64(&head[0..8]);
+    let name = Oid::from_bytes(head[8..16].try_into().expect("8 bytes"));
+    let oid = Oid::from_bytes(head[16..24].try_into().expect("8 bytes"));
+    let data_len = u32::from_be_bytes(head[24..28].try_into().expect("4 bytes")) as u64;
+    let Some(next) = (at + 8).checked_add(rest_len).filter(|&n| n <= limit) else {
+        return Ok(Err(format!(
+            "record length {rest_len} runs past the transaction end {limit}"
+        )));
+    };
+    if rest_len < MIN_SHELF_RECORD_LEN - 8 {
+        return Ok(Err(format!("record length {rest_len} is too small")));
+    }
+    if name != oid {
+        return Ok(Err(format!(
+            "shelf name {name} differs from the record's oid {oid}"
+        )));
+    }
+    let refs_len = (rest_len - 8 - 12).checked_sub(data_len);
+    match refs_len {
+        Some(r) if r % 8 == 0 => Ok(Ok((oid, next))),
+        Some(r) => Ok(Err(format!(
+            "oid {oid}: {r} bytes of refs is not a multiple of 8"
+        ))),
+        None => Ok(Err(format!(
+            "oid {oid}: data length {data_len} overruns the record"
+        ))),
+    }
+}
+
+/// Reads the Durus record of the shelf record at `pos`, checking that it
+/// is `oid`'s (when given) and well formed.
+pub(super) fn read_record(
+    file: &dyn FileIo,
+    path: &Path,
+    pos: u64,
+    oid: Option<Oid>,
+) -> Result<Vec<u8>> {
+    let corrupt = |detail: String| Error::Corrupt {
+        path: path.into(),
+        offset: pos,
+        detail,
+    };
+    let io_err = |e: io::Error| {
+        Error::io(
+            format!(
+                "cannot read the record at offset {pos} of {}",
+                path.display()
+            ),
+            e,
+        )
+    };
+    let mut buf = vec![0u8; FIRST_READ];
+    let n = file.read_up_to(&mut buf, pos).map_err(io_err)?;
+    if n < MIN_SHELF_RECORD_LEN as usize {
+        return Err(corrupt(format!(
+            "the file ends inside the shelf record ({n} bytes)"
+        )));
+    }
+    let total = shelf::read_u64(&buf[..8]).saturating_add(8);
+    if total < MIN_SHELF_RECORD_LEN || total > (isize::MAX as u64) {
+        return Err(corrupt(format!("impossible shelf record length {total}")));
+    }
+    let total = total as usize;
+    if total <= n {
+        buf.truncate(total);
+    } else {
+        buf.resize(total, 0);
+        file.read_exact_at(&mut buf[n..], pos + n as u64)
+            .map_err(io_err)?;
+    }
+    let name = Oid::from_bytes(buf[8..16].try_into().expect("8 bytes"));
+    buf.drain(..16);
+    let rec = Record::decode(&buf).map_err(|e| corrupt(e.to_string()))?;
+    if rec.oid != name || oid.is_some_and(|o| o != name) {
+        return Err(corrupt(format!(
+            "record for oid {} found where oid {:?} (name {name}) was expected",
+            rec.oid, oid
+        )));
+    }
+    Ok(buf)
+}
+
+impl Storage for FileStorage {
+    fn load(&mut self, oid: Oid) -> Result<Vec<u8>> {
+        self.check_open()?;
+        let pos = self.position(oid).ok_or(Error::KeyNotFound(oid))?;
+        read_record(&*self.file, &self.path, pos, Some(oid))
+    }
+
+    fn begin(&mut self) -> Result<()> {
+        self.check_open()?;
+        self.pending.clear();
+        self.pending_slot.clear();
+        Ok(())
+    }
+
+    fn store(&mut self, oid: Oid, record: Vec<u8>) -> Result<()> {
+        self.check_writable()?;
+        let stored_as = record::oid_of(&record)?;
+        if stored_as != oid {
+            return Err(Error::malformed(
+                Some(oid),
+                format!("record carries oid {stored_as}, stored under {oid}"),
+            ));
+        }
+        if oid != Oid::ROOT && !self.allocated.contains(&oid) && self.position(oid).is_none() {
+            self.pending.clear();
+            self.pending_slot.clear();
+            return Err(Error::SurpriseOid(oid));
+        }
+        match self.pending_slot.get(&oid) {
+            Some(&slot) => self.pending[slot].1 = record,
+            None => {
+                self.pending_slot.insert(oid, self.pending.len());
+                self.pending.push((oid, record));
+            }
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, _invalidations: &mut dyn FnMut(&[Oid])) -> Result<()> {
+        self.check_writable()?;
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let body_len: usize = self.pending.iter().map(|(_, r)| 16 + r.len()).sum();
+        let mut body = Vec::with_capacity(8 + body_len);
+        body.extend_from_slice(&(body_len as u64).to_be_bytes());
+        let mut offsets = Vec::with_capacity(self.pending.len());
+        for (oid, rec) in &self.pending {
+            offsets.push((*oid, self.end + body.len() as u64));
+            shelf::push_shelf_record(&mut body, *oid, rec);
+        }
+        self.append_transaction(&body)?;
+        for (oid, pos) in offsets {
+            self.index.insert(oid, pos);
+            self.allocated.remove(&oid);
+        }
+        self.end += body.len() as u64;
+        self.transactions += 1;
+        self.pending.clear();
+        self.pending_slot.clear();
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<Vec<Oid>> {
+        self.check_open()?;
+        let mut oids: Vec<Oid> = self.invalid.drain().collect();
+        oids.sort_unstable();
+        Ok(oids)
+    }
+
+    fn new_oid(&mut self) -> Result<Oid> {
+        self.check_open()?;
+        loop {
+            let oid = self
+                .alloc
+                .next(&self.map)
+                .map_err(|e| with_path(e, &self.path))?;
+            let in_use = self.index.contains_key(&oid)
+                || self.map.get(oid).is_some()
+                || self.allocated.contains(&oid)
+                || self.invalid.contains(&oid);
+            if !in_use {
+                self.allocated.insert(oid);
+                return Ok(oid);
+            }
+        }
+    }
+
+    fn records(&mut self) -> Result<RecordIter<'_>> {
+        self.check_open()?;
+        let positions = self.positions();
+        let (file, path) = (&*self.file, &self.path);
+        Ok(Box::new(positions.into_iter().map(move |(oid, pos)| {
+            read_record(file, path, pos, Some(oid)).map(|rec| (oid, rec))
+        })))
+    }
+
+    fn pack(&mut self) -> Result<PackReport> {
+        self.pack_with_progress(&mut |_| {})
+    }
+
+    fn close(&mut self) -> Result<()> {
+        self.closed = true;
+        self.file = Box::new(ClosedFile);
+        self.index = HashMap::new();
+        Ok(())
+    }
+}
+
+/// Stands in for the file after `close`, so the lock and descriptor are
+/// released at once.
+struct ClosedFile;
+
+impl FileIo for ClosedFile {
+    fn read_at(&self, _: &mut [u8], _: u64) -> io::Result<usize> {
+        Err(io::Error::other("storage is closed"))
+    }
+    fn write_all_at(&mut self, _: &[u8], _: u64) -> io::Result<()> {
+        Err(io::Error::other("storage is closed"))
+    }
+    fn len(&self) -> io::Result<u64> {
+        Err(io::Error::other("storage is closed"))
+    }
+    fn set_len(&mut self, _: u64) -> io::Result<()> {
+        Err(io::Error::other("storage is closed"))
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        Err(io::Error::other("storage is closed"))
+    }
+}

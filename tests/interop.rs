@@ -1,0 +1,1 @@
+//! Interop tests against the real Python Durus 4.3 (filled in below).
