@@ -214,7 +214,7 @@ impl FileStorage {
             lock(&file, path)?;
             file
         };
-        let len = FileIo::len(&file).map_err(|e| io_err("cannot stat", e))?;
+        let len = FileIo::size(&file).map_err(|e| io_err("cannot stat", e))?;
         if len == 0 {
             if opts.readonly {
                 return Err(Error::NotAShelf {
@@ -456,7 +456,7 @@ struct Layout {
 impl Layout {
     fn read(file: &dyn FileIo, path: &Path) -> Result<Layout> {
         let io_err = |e: io::Error| Error::io(format!("cannot read {}", path.display()), e);
-        let file_len = file.len().map_err(io_err)?;
+        let file_len = file.size().map_err(io_err)?;
         let not_shelf = |detail: String| Error::NotAShelf {
             path: path.into(),
             detail,
@@ -835,7 +835,7 @@ impl FileIo for ClosedFile {
     fn write_all_at(&mut self, _: &[u8], _: u64) -> io::Result<()> {
         Err(io::Error::other("storage is closed"))
     }
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Err(io::Error::other("storage is closed"))
     }
     fn set_len(&mut self, _: u64) -> io::Result<()> {

@@ -12,7 +12,7 @@ pub trait FileIo: Send {
     /// Writes all of `buf` at `offset`.
     fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// The file's current length.
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
     /// Truncates or extends the file.
     fn set_len(&mut self, len: u64) -> io::Result<()>;
     /// Makes written data durable (fdatasync).
@@ -59,7 +59,7 @@ impl FileIo for File {
         FileExt::write_all_at(self, buf, offset)
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.metadata()?.len())
     }
 

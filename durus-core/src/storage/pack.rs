@@ -110,6 +110,7 @@ impl FileStorage {
         let mut written = shelf::BASE_BODY_OFFSET;
         let mut frame = Vec::new();
         let mut dangling = 0u64;
+        let mut kept = 0u64;
         if self.position(Oid::ROOT).is_some() {
             live.insert(Oid::ROOT);
             heap.push(Reverse(Oid::ROOT));
@@ -134,16 +135,15 @@ impl FileStorage {
             out.write_all(&frame)
                 .map_err(|e| io_err("cannot write", e))?;
             written += frame.len() as u64;
-            let done = offsets.len() as u64;
-            if done % 4096 == 0 {
+            kept += 1;
+            if kept.is_multiple_of(4096) {
                 progress(PackProgress {
                     phase: PackPhase::Copying,
-                    done,
+                    done: kept,
                     total,
                 });
             }
         }
-        let kept = offsets.iter().filter(|o| o.is_some()).count() as u64;
         progress(PackProgress {
             phase: PackPhase::Finishing,
             done: kept,
