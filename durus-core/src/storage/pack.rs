@@ -166,12 +166,14 @@ impl FileStorage {
         let size_after = written + map.encoded_len();
 
         let mut removed: Vec<Oid> = self
-            .positions()
-            .into_iter()
+            .map
+            .entries()
             .map(|(oid, _)| oid)
+            .chain(self.index.keys().copied())
             .filter(|&oid| !live.contains(oid))
             .collect();
         removed.sort_unstable();
+        removed.dedup();
 
         self.swap_in(&pack_path, pack_file, map, size_after)?;
         self.invalid.extend(removed.iter().copied());
