@@ -26,6 +26,7 @@ pub struct FileStorageOptions {
     readonly: bool,
     repair: bool,
     fsync: bool,
+    create: bool,
 }
 
 impl Default for FileStorageOptions {
@@ -34,6 +35,7 @@ impl Default for FileStorageOptions {
             readonly: false,
             repair: false,
             fsync: true,
+            create: true,
         }
     }
 }
@@ -67,6 +69,14 @@ impl FileStorageOptions {
         self
     }
 
+    /// Whether a read-write open may create a missing file or initialise an
+    /// empty one as a new database (default on). Tools that must only touch
+    /// existing databases turn it off.
+    pub fn create(mut self, on: bool) -> Self {
+        self.create = on;
+        self
+    }
+
     /// Opens (or, read-write, creates) the file at `path`.
     pub fn open(self, path: impl AsRef<Path>) -> Result<FileStorage> {
         FileStorage::open_with(path.as_ref(), self)
@@ -94,7 +104,8 @@ impl TailDamage {
 /// Facts about a FileStorage for `durus info`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileStats {
-    /// File length in bytes.
+    /// Bytes in use: the file length, less a damaged tail that a read-only
+    /// open ignored (see [`FileStorage::tail_damage`]).
     pub file_size: u64,
     /// Distinct oids with a record (garbage included).
     pub records: u64,
@@ -207,7 +218,7 @@ impl FileStorage {
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
-                .create(true)
+                .create(opts.create)
                 .truncate(false)
                 .open(path)
                 .map_err(|e| io_err("cannot open", e))?;
@@ -216,10 +227,10 @@ impl FileStorage {
         };
         let len = FileIo::size(&file).map_err(|e| io_err("cannot stat", e))?;
         if len == 0 {
-            if opts.readonly {
+            if opts.readonly || !opts.create {
                 return Err(Error::NotAShelf {
                     path: path.into(),
-                    detail: "the file is empty (open it read-write once to initialise it)".into(),
+                    detail: "the file is empty (a read-write open initialises it)".into(),
                 });
             }
             file.write_all_at(&shelf::empty_file(), 0)
@@ -340,6 +351,12 @@ impl FileStorage {
             transactions: self.transactions,
             oid_range: range,
         }
+    }
+
+    /// Every stored oid (garbage included): the base's in oid order, then
+    /// those appended since, in file order.
+    pub fn oids(&self) -> Vec<Oid> {
+        self.positions().into_iter().map(|(oid, _)| oid).collect()
     }
 
     /// Offset of the current shelf record of `oid`.
@@ -707,9 +724,10 @@ pub(super) fn read_record(
     buf.drain(..16);
     let rec = Record::decode(&buf).map_err(|e| corrupt(e.to_string()))?;
     if rec.oid != name || oid.is_some_and(|o| o != name) {
+        let wanted = oid.unwrap_or(name);
         return Err(corrupt(format!(
-            "record for oid {} found where oid {:?} (name {name}) was expected",
-            rec.oid, oid
+            "record for oid {} (shelf name {name}) found where oid {wanted} was expected",
+            rec.oid
         )));
     }
     Ok(buf)

@@ -114,6 +114,7 @@ impl Storage for MemoryStorage {
             removed,
             size_before: 0,
             size_after: 0,
+            prepack: None,
         })
     }
 

@@ -13,6 +13,7 @@ pub use pack::{PackPhase, PackProgress};
 pub use walk::Walk;
 
 use crate::error::Result;
+
 use crate::format::Oid;
 
 /// An iterator over `(oid, record bytes)` pairs.
@@ -28,6 +29,8 @@ pub struct PackReport {
     /// Storage size before and after, in bytes (0 for memory storages).
     pub size_before: u64,
     pub size_after: u64,
+    /// Where the original file was kept (`<name>.prepack`), if it was.
+    pub prepack: Option<std::path::PathBuf>,
 }
 
 /// Where records live: a file, memory, or a server.

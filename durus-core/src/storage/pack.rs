@@ -175,7 +175,7 @@ impl FileStorage {
         removed.sort_unstable();
         removed.dedup();
 
-        self.swap_in(&pack_path, pack_file, map, size_after)?;
+        let prepack = self.swap_in(&pack_path, pack_file, map, size_after)?;
         self.invalid.extend(removed.iter().copied());
         if dangling > 0 {
             tracing::warn!(path = %self.path.display(), dangling, "pack kept records that refer to missing oids");
@@ -186,6 +186,7 @@ impl FileStorage {
             removed,
             size_before,
             size_after,
+            prepack,
         })
     }
 
@@ -197,11 +198,14 @@ impl FileStorage {
         pack_file: File,
         map: OffsetMap,
         end: u64,
-    ) -> Result<()> {
-        let prepack = sibling(&self.path, ".prepack");
-        let _ = fs::remove_file(&prepack);
-        if let Err(e) = fs::hard_link(&self.path, &prepack) {
-            tracing::warn!(path = %self.path.display(), "no .prepack copy of the original: {e}");
+    ) -> Result<Option<PathBuf>> {
+        let mut prepack = Some(sibling(&self.path, ".prepack"));
+        if let Some(p) = &prepack {
+            let _ = fs::remove_file(p);
+            if let Err(e) = fs::hard_link(&self.path, p) {
+                tracing::warn!(path = %self.path.display(), "no .prepack copy of the original: {e}");
+                prepack = None;
+            }
         }
         fs::rename(pack_path, &self.path).map_err(|e| {
             Error::io(
@@ -221,6 +225,6 @@ impl FileStorage {
             tracing::warn!(dir = %dir.display(), "cannot fsync the directory after the pack rename: {e}");
         }
         self.replace_base(Box::new(pack_file), map, end);
-        Ok(())
+        Ok(prepack)
     }
 }

@@ -57,17 +57,17 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
             detail: format!("damaged tail ({} bytes): {}", damage.bytes(), damage.detail),
         });
     }
-    let mut present = HashSet::new();
+    let oids = storage.oids();
+    let present: HashSet<Oid> = oids.iter().copied().collect();
     let mut refs = Vec::new();
-    for item in storage.records()? {
-        match item {
-            Ok((oid, bytes)) => {
-                present.insert(oid);
+    for oid in oids {
+        match storage.load(oid) {
+            Ok(bytes) => {
                 report.records += 1;
                 let record = Record::decode(&bytes)?;
                 refs.extend(record.refs().map(|r| (oid, r)));
             }
-            Err(e) => report.problems.push(problem_of(e)),
+            Err(e) => report.problems.push(problem_of(oid, e)),
         }
     }
     report.refs = refs.len() as u64;
@@ -90,22 +90,14 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
     Ok(report)
 }
 
-fn problem_of(e: Error) -> Problem {
-    match e {
-        Error::Corrupt { offset, detail, .. } => Problem {
-            oid: None,
-            offset: Some(offset),
-            detail,
-        },
-        Error::MalformedRecord { oid, detail } => Problem {
-            oid,
-            offset: None,
-            detail,
-        },
-        other => Problem {
-            oid: None,
-            offset: None,
-            detail: other.to_string(),
-        },
+fn problem_of(oid: Oid, e: Error) -> Problem {
+    let (offset, detail) = match e {
+        Error::Corrupt { offset, detail, .. } => (Some(offset), detail),
+        other => (None, other.to_string()),
+    };
+    Problem {
+        oid: Some(oid),
+        offset,
+        detail: format!("oid {oid} does not load: {detail}"),
     }
 }
