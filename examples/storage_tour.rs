@@ -34,7 +34,11 @@ fn main() -> durus::Result<()> {
         record::encode(bob, &data("tour.Person", "Bob"), &[])?,
     ])?;
     // Bob leaves: the root no longer refers to him, so a pack drops him.
-    storage.commit_records([record::encode(root, &data("tour.Root", "people"), &[alice])?])?;
+    storage.commit_records([record::encode(
+        root,
+        &data("tour.Root", "people"),
+        &[alice],
+    )?])?;
     println!("before pack: {:?}", storage.stats());
     let report = storage.pack()?;
     println!("pack kept {} and removed {:?}", report.kept, report.removed);
@@ -44,7 +48,10 @@ fn main() -> durus::Result<()> {
     for item in storage.walk(Oid::ROOT) {
         let (oid, bytes) = item?;
         let rec = Record::decode(&bytes)?;
-        println!("oid {oid}: class {}", class_name::extract(rec.data).display());
+        println!(
+            "oid {oid}: class {}",
+            class_name::extract(rec.data).display()
+        );
     }
     Ok(())
 }
