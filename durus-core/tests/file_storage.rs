@@ -380,11 +380,17 @@ fn read_only_storage_refuses_pack_and_new_writes() {
 #[test]
 fn create_false_never_creates_or_initialises_a_file() {
     let (_dir, path) = tmp();
-    let err = FileStorage::options().create(false).open(&path).unwrap_err();
+    let err = FileStorage::options()
+        .create(false)
+        .open(&path)
+        .unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
     assert!(!path.exists());
     fs::write(&path, b"").unwrap();
-    let err = FileStorage::options().create(false).open(&path).unwrap_err();
+    let err = FileStorage::options()
+        .create(false)
+        .open(&path)
+        .unwrap_err();
     assert!(matches!(err, Error::NotAShelf { .. }), "{err}");
     assert_eq!(fs::metadata(&path).unwrap().len(), 0);
 }
@@ -402,6 +408,9 @@ fn pack_reports_the_kept_original_and_it_still_opens() {
     assert_eq!(fs::read(&prepack).unwrap(), before);
     assert_eq!(report.size_before, before.len() as u64);
     assert_eq!(report.size_after, fs::metadata(&path).unwrap().len());
-    let mut old = FileStorage::options().readonly(true).open(&prepack).unwrap();
+    let mut old = FileStorage::options()
+        .readonly(true)
+        .open(&prepack)
+        .unwrap();
     assert_eq!(old.load(Oid(9)).unwrap(), rec(9, "obj9", &[]));
 }

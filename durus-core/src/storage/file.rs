@@ -2,7 +2,6 @@
 //! Durus 4.3 (spec section 4), with fsync'd commits, strict tail checks and
 //! an exclusive write lock.
 
-use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -11,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::format::shelf::{self, OffsetMap, MAP_HEADER_LEN, MIN_SHELF_RECORD_LEN};
 use crate::format::{record, Oid, Record};
 use crate::storage::file_io::FileIo;
+use crate::storage::oid_map::{OidMap, OidSet};
 use crate::storage::{PackReport, RecordIter, Storage};
 
 /// How a load first reads a shelf record: most records fit, so one `pread`.
@@ -171,18 +171,18 @@ pub struct FileStorage {
     fsync: bool,
     pub(super) map: OffsetMap,
     /// Shelf-record offsets of records appended after the base.
-    pub(super) index: HashMap<Oid, u64>,
+    pub(super) index: OidMap,
     /// Where the next transaction goes.
     pub(super) end: u64,
     pub(super) transactions: u64,
     tail_damage: Option<TailDamage>,
     repaired: Option<TailDamage>,
     pending: Vec<(Oid, Vec<u8>)>,
-    pending_slot: HashMap<Oid, usize>,
+    pending_slot: OidMap,
     /// Handed out by `new_oid`, not yet committed.
-    pub(super) allocated: HashSet<Oid>,
+    pub(super) allocated: OidSet,
     /// Removed by a pack, not yet reported by `sync`.
-    pub(super) invalid: HashSet<Oid>,
+    pub(super) invalid: OidSet,
     alloc: OidAllocator,
     poisoned: Option<String>,
     closed: bool,
@@ -293,9 +293,9 @@ impl FileStorage {
             tail_damage,
             repaired,
             pending: Vec::new(),
-            pending_slot: HashMap::new(),
-            allocated: HashSet::new(),
-            invalid: HashSet::new(),
+            pending_slot: OidMap::new(),
+            allocated: OidSet::new(),
+            invalid: OidSet::new(),
             poisoned: None,
             closed: false,
         })
@@ -337,11 +337,11 @@ impl FileStorage {
         };
         for (oid, _) in self.map.entries() {
             base_records += 1;
-            if !self.index.contains_key(&oid) {
+            if !self.index.contains(oid) {
                 note(oid);
             }
         }
-        for &oid in self.index.keys() {
+        for (oid, _) in self.index.iter() {
             note(oid);
         }
         FileStats {
@@ -361,7 +361,7 @@ impl FileStorage {
 
     /// Offset of the current shelf record of `oid`.
     pub(super) fn position(&self, oid: Oid) -> Option<u64> {
-        self.index.get(&oid).copied().or_else(|| self.map.get(oid))
+        self.index.get(oid).or_else(|| self.map.get(oid))
     }
 
     /// Every stored oid with its shelf-record offset, base first (in oid
@@ -370,9 +370,9 @@ impl FileStorage {
         let mut out: Vec<(Oid, u64)> = self
             .map
             .entries()
-            .filter(|(oid, _)| !self.index.contains_key(oid))
+            .filter(|&(oid, _)| !self.index.contains(oid))
             .collect();
-        let mut appended: Vec<(Oid, u64)> = self.index.iter().map(|(&o, &p)| (o, p)).collect();
+        let mut appended: Vec<(Oid, u64)> = self.index.iter().collect();
         appended.sort_unstable_by_key(|&(_, pos)| pos);
         out.extend(appended);
         out
@@ -395,6 +395,14 @@ impl FileStorage {
             return Err(Error::Poisoned(why.clone()));
         }
         Ok(())
+    }
+
+    /// Drops the pending records (clearing only their slots, not the
+    /// whole slot map: commits are small, the map may be large).
+    fn clear_pending(&mut self) {
+        for (oid, _) in self.pending.drain(..) {
+            self.pending_slot.remove(oid);
+        }
     }
 
     pub(super) fn has_pending(&self) -> bool {
@@ -578,9 +586,9 @@ fn scan_transactions(
     path: &Path,
     mut pos: u64,
     file_len: u64,
-) -> Result<(HashMap<Oid, u64>, u64, Option<TailDamage>)> {
+) -> Result<(OidMap, u64, Option<TailDamage>)> {
     let mut reader = ScanReader::new(file);
-    let mut index = HashMap::new();
+    let mut index = OidMap::new();
     let mut count = 0;
     let mut txn = Vec::new();
     let io_err = |e: io::Error| Error::io(format!("cannot read {}", path.display()), e);
@@ -629,7 +637,9 @@ fn scan_transactions(
                 }
             }
         }
-        index.extend(txn.iter().copied());
+        for &(oid, at) in &txn {
+            index.insert(oid, at);
+        }
         count += 1;
         pos = txn_end;
     }
@@ -679,71 +689,113 @@ fn check_shelf_record(
     }
 }
 
-/// Reads the Durus record of the shelf record at `pos`, checking that it
-/// is `oid`'s (when given) and well formed.
-pub(super) fn read_record(
-    file: &dyn FileIo,
-    path: &Path,
-    pos: u64,
-    oid: Option<Oid>,
-) -> Result<Vec<u8>> {
-    let corrupt = |detail: String| Error::Corrupt {
-        path: path.into(),
-        offset: pos,
-        detail,
-    };
-    let io_err = |e: io::Error| {
-        Error::io(
-            format!(
-                "cannot read the record at offset {pos} of {}",
-                path.display()
-            ),
-            e,
-        )
-    };
-    let mut buf = vec![0u8; FIRST_READ];
-    let n = file.read_up_to(&mut buf, pos).map_err(io_err)?;
-    if n < MIN_SHELF_RECORD_LEN as usize {
-        return Err(corrupt(format!(
-            "the file ends inside the shelf record ({n} bytes)"
-        )));
+/// Reads shelf records through a window buffer, so that reads in file
+/// order (a scan, a pack) cost one system call per window, not per record.
+pub(super) struct RecordReader {
+    window: Vec<u8>,
+    start: u64,
+    len: usize,
+}
+
+impl RecordReader {
+    /// A reader whose window holds `capacity` bytes (grown for larger records).
+    pub(super) fn new(capacity: usize) -> Self {
+        RecordReader {
+            window: vec![0; capacity],
+            start: 0,
+            len: 0,
+        }
     }
-    let total = shelf::read_u64(&buf[..8]).saturating_add(8);
-    if total < MIN_SHELF_RECORD_LEN || total > (isize::MAX as u64) {
-        return Err(corrupt(format!("impossible shelf record length {total}")));
+
+    /// The Durus record of the shelf record at `pos`, checked to be
+    /// `oid`'s (when given) and well formed. `end` is where the file's
+    /// valid data ends: no length field is trusted beyond it.
+    pub(super) fn read(
+        &mut self,
+        file: &dyn FileIo,
+        path: &Path,
+        pos: u64,
+        end: u64,
+        oid: Option<Oid>,
+    ) -> Result<&[u8]> {
+        let corrupt = |detail: String| Error::Corrupt {
+            path: path.into(),
+            offset: pos,
+            detail,
+        };
+        let available = end.saturating_sub(pos);
+        if available < MIN_SHELF_RECORD_LEN {
+            return Err(corrupt(format!(
+                "the data ends {available} bytes into the shelf record"
+            )));
+        }
+        self.fill(file, path, pos, MIN_SHELF_RECORD_LEN as usize)?;
+        let at = (pos - self.start) as usize;
+        let total = shelf::read_u64(&self.window[at..at + 8]).saturating_add(8);
+        if total < MIN_SHELF_RECORD_LEN || total > available {
+            return Err(corrupt(format!(
+                "shelf record length {total} does not fit the {available} bytes that remain"
+            )));
+        }
+        self.fill(file, path, pos, total as usize)?;
+        let at = (pos - self.start) as usize;
+        let shelf_record = &self.window[at..at + total as usize];
+        let name = Oid::from_bytes(shelf_record[8..16].try_into().expect("8 bytes"));
+        let record = &shelf_record[16..];
+        let rec = Record::decode(record).map_err(|e| corrupt(e.to_string()))?;
+        if rec.oid != name || oid.is_some_and(|o| o != name) {
+            let wanted = oid.unwrap_or(name);
+            return Err(corrupt(format!(
+                "record for oid {} (shelf name {name}) found where oid {wanted} was expected",
+                rec.oid
+            )));
+        }
+        Ok(record)
     }
-    let total = total as usize;
-    if total <= n {
-        buf.truncate(total);
-    } else {
-        buf.resize(total, 0);
-        file.read_exact_at(&mut buf[n..], pos + n as u64)
-            .map_err(io_err)?;
+
+    /// Makes the window hold the `n` bytes at `pos` (the caller has checked
+    /// that they lie inside the file's valid data).
+    fn fill(&mut self, file: &dyn FileIo, path: &Path, pos: u64, n: usize) -> Result<()> {
+        if pos >= self.start && pos + n as u64 <= self.start + self.len as u64 {
+            return Ok(());
+        }
+        if self.window.len() < n {
+            self.window.resize(n, 0);
+        }
+        self.start = pos;
+        self.len = file.read_up_to(&mut self.window, pos).map_err(|e| {
+            Error::io(
+                format!(
+                    "cannot read the record at offset {pos} of {}",
+                    path.display()
+                ),
+                e,
+            )
+        })?;
+        if self.len < n {
+            return Err(Error::Corrupt {
+                path: path.into(),
+                offset: pos,
+                detail: format!("the file ends {} bytes into the shelf record", self.len),
+            });
+        }
+        Ok(())
     }
-    let name = Oid::from_bytes(buf[8..16].try_into().expect("8 bytes"));
-    buf.drain(..16);
-    let rec = Record::decode(&buf).map_err(|e| corrupt(e.to_string()))?;
-    if rec.oid != name || oid.is_some_and(|o| o != name) {
-        let wanted = oid.unwrap_or(name);
-        return Err(corrupt(format!(
-            "record for oid {} (shelf name {name}) found where oid {wanted} was expected",
-            rec.oid
-        )));
-    }
-    Ok(buf)
 }
 
 impl Storage for FileStorage {
     fn load(&mut self, oid: Oid) -> Result<Vec<u8>> {
         self.check_open()?;
         let pos = self.position(oid).ok_or(Error::KeyNotFound(oid))?;
-        read_record(&*self.file, &self.path, pos, Some(oid))
+        RecordReader::new(FIRST_READ)
+            .read(&*self.file, &self.path, pos, self.end, Some(oid))
+            .map(<[u8]>::to_vec)
     }
 
     fn begin(&mut self) -> Result<()> {
         self.check_open()?;
-        self.pending.clear();
-        self.pending_slot.clear();
+        self.clear_pending();
+
         Ok(())
     }
 
@@ -756,15 +808,15 @@ impl Storage for FileStorage {
                 format!("record carries oid {stored_as}, stored under {oid}"),
             ));
         }
-        if oid != Oid::ROOT && !self.allocated.contains(&oid) && self.position(oid).is_none() {
-            self.pending.clear();
-            self.pending_slot.clear();
+        if oid != Oid::ROOT && !self.allocated.contains(oid) && self.position(oid).is_none() {
+            self.clear_pending();
+
             return Err(Error::SurpriseOid(oid));
         }
-        match self.pending_slot.get(&oid) {
-            Some(&slot) => self.pending[slot].1 = record,
+        match self.pending_slot.get(oid) {
+            Some(slot) => self.pending[slot as usize].1 = record,
             None => {
-                self.pending_slot.insert(oid, self.pending.len());
+                self.pending_slot.insert(oid, self.pending.len() as u64);
                 self.pending.push((oid, record));
             }
         }
@@ -787,20 +839,18 @@ impl Storage for FileStorage {
         self.append_transaction(&body)?;
         for (oid, pos) in offsets {
             self.index.insert(oid, pos);
-            self.allocated.remove(&oid);
+            self.allocated.remove(oid);
         }
         self.end += body.len() as u64;
         self.transactions += 1;
-        self.pending.clear();
-        self.pending_slot.clear();
+        self.clear_pending();
+
         Ok(())
     }
 
     fn sync(&mut self) -> Result<Vec<Oid>> {
         self.check_open()?;
-        let mut oids: Vec<Oid> = self.invalid.drain().collect();
-        oids.sort_unstable();
-        Ok(oids)
+        Ok(self.invalid.take_sorted())
     }
 
     fn new_oid(&mut self) -> Result<Oid> {
@@ -810,10 +860,10 @@ impl Storage for FileStorage {
                 .alloc
                 .next(&self.map)
                 .map_err(|e| with_path(e, &self.path))?;
-            let in_use = self.index.contains_key(&oid)
+            let in_use = self.index.contains(oid)
                 || self.map.get(oid).is_some()
-                || self.allocated.contains(&oid)
-                || self.invalid.contains(&oid);
+                || self.allocated.contains(oid)
+                || self.invalid.contains(oid);
             if !in_use {
                 self.allocated.insert(oid);
                 return Ok(oid);
@@ -824,9 +874,11 @@ impl Storage for FileStorage {
     fn records(&mut self) -> Result<RecordIter<'_>> {
         self.check_open()?;
         let positions = self.positions();
-        let (file, path) = (&*self.file, &self.path);
+        let (file, path, end) = (&*self.file, &self.path, self.end);
+        let mut reader = RecordReader::new(SCAN_BUFFER);
         Ok(Box::new(positions.into_iter().map(move |(oid, pos)| {
-            read_record(file, path, pos, Some(oid)).map(|rec| (oid, rec))
+            let record = reader.read(file, path, pos, end, Some(oid))?;
+            Ok((oid, record.to_vec()))
         })))
     }
 
@@ -837,7 +889,7 @@ impl Storage for FileStorage {
     fn close(&mut self) -> Result<()> {
         self.closed = true;
         self.file = Box::new(ClosedFile);
-        self.index = HashMap::new();
+        self.index.clear();
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 mod file;
 pub mod file_io;
 mod memory;
+mod oid_map;
 mod pack;
 mod walk;
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::format::shelf::{self, OffsetMap};
 use crate::format::{Oid, Record};
-use crate::storage::file::{read_record, FileStorage};
+use crate::storage::file::{FileStorage, RecordReader};
 use crate::storage::PackReport;
 
 /// Which part of a pack is running.
@@ -108,7 +108,7 @@ impl FileStorage {
         let mut heap = BinaryHeap::new();
         let mut offsets: Vec<Option<u64>> = Vec::new();
         let mut written = shelf::BASE_BODY_OFFSET;
-        let mut frame = Vec::new();
+        let mut reader = RecordReader::new(1 << 20);
         let mut dangling = 0u64;
         let mut kept = 0u64;
         if self.position(Oid::ROOT).is_some() {
@@ -117,8 +117,8 @@ impl FileStorage {
         }
         while let Some(Reverse(oid)) = heap.pop() {
             let pos = self.position(oid).expect("only stored oids are queued");
-            let record = read_record(&*self.file, &self.path, pos, Some(oid))?;
-            for r in Record::decode(&record)?.refs() {
+            let record = reader.read(&*self.file, &self.path, pos, self.end, Some(oid))?;
+            for r in Record::decode(record)?.refs() {
                 if self.position(r).is_none() {
                     dangling += 1;
                     tracing::warn!(path = %self.path.display(), "oid {oid} refers to oid {r}, which has no record");
@@ -130,11 +130,12 @@ impl FileStorage {
                 offsets.resize(oid.0 as usize + 1, None);
             }
             offsets[oid.0 as usize] = Some(written);
-            frame.clear();
-            shelf::push_shelf_record(&mut frame, oid, &record);
-            out.write_all(&frame)
+            let frame_len = 16 + record.len() as u64;
+            out.write_all(&(frame_len - 8).to_be_bytes())
+                .and_then(|()| out.write_all(&oid.to_bytes()))
+                .and_then(|()| out.write_all(record))
                 .map_err(|e| io_err("cannot write", e))?;
-            written += frame.len() as u64;
+            written += frame_len;
             kept += 1;
             if kept.is_multiple_of(4096) {
                 progress(PackProgress {
@@ -169,7 +170,7 @@ impl FileStorage {
             .map
             .entries()
             .map(|(oid, _)| oid)
-            .chain(self.index.keys().copied())
+            .chain(self.index.iter().map(|(oid, _)| oid))
             .filter(|&oid| !live.contains(oid))
             .collect();
         removed.sort_unstable();
