@@ -111,6 +111,19 @@ pub fn oid_of(bytes: &[u8]) -> Result<Oid> {
     Record::decode(bytes).map(|r| r.oid)
 }
 
+/// Checks that `bytes` is a well-formed record carrying `oid`, as it must
+/// be to be stored under `oid`.
+pub fn check_stored_as(oid: Oid, bytes: &[u8]) -> Result<()> {
+    let carried = oid_of(bytes)?;
+    if carried != oid {
+        return Err(Error::malformed(
+            Some(oid),
+            format!("record carries oid {carried}, stored under {oid}"),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

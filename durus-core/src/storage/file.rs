@@ -459,14 +459,29 @@ impl FileStorage {
     }
 }
 
+/// How long a contended write lock is retried before `Error::Locked`.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Takes the exclusive write lock (flock, per open file description, so a
 /// second writer in this process fails as well as one in another).
-fn lock(file: &File, path: &Path) -> Result<()> {
-    match file.try_lock() {
-        Ok(()) => Ok(()),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked { path: path.into() }),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(Error::io(format!("cannot lock {}", path.display()), e))
+///
+/// A closed storage can hold its lock a moment longer: a child process
+/// forked by another thread shares the descriptor until it execs. So a
+/// contended lock is retried for [`LOCK_PATIENCE`] before giving up.
+pub(super) fn lock(file: &File, path: &Path) -> Result<()> {
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked { path: path.into() })
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::io(format!("cannot lock {}", path.display()), e))
+            }
         }
     }
 }
@@ -801,13 +816,7 @@ impl Storage for FileStorage {
 
     fn store(&mut self, oid: Oid, record: Vec<u8>) -> Result<()> {
         self.check_writable()?;
-        let stored_as = record::oid_of(&record)?;
-        if stored_as != oid {
-            return Err(Error::malformed(
-                Some(oid),
-                format!("record carries oid {stored_as}, stored under {oid}"),
-            ));
-        }
+        record::check_stored_as(oid, &record)?;
         if oid != Oid::ROOT && !self.allocated.contains(oid) && self.position(oid).is_none() {
             self.clear_pending();
 

@@ -51,13 +51,7 @@ impl Storage for MemoryStorage {
 
     fn store(&mut self, oid: Oid, record: Vec<u8>) -> Result<()> {
         self.check_open()?;
-        let stored_as = record::oid_of(&record)?;
-        if stored_as != oid {
-            return Err(Error::malformed(
-                Some(oid),
-                format!("record carries oid {stored_as}, stored under {oid}"),
-            ));
-        }
+        record::check_stored_as(oid, &record)?;
         self.pending.push((oid, record));
         Ok(())
     }

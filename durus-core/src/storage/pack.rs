@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::format::shelf::{self, OffsetMap};
 use crate::format::{Oid, Record};
-use crate::storage::file::{FileStorage, RecordReader};
+use crate::storage::file::{lock, FileStorage, RecordReader};
 use crate::storage::PackReport;
 
 /// Which part of a pack is running.
@@ -90,9 +90,7 @@ impl FileStorage {
             .truncate(false)
             .open(&pack_path)
             .map_err(|e| io_err("cannot create", e))?;
-        if pack_file.try_lock().is_err() {
-            return Err(Error::Locked { path: pack_path });
-        }
+        lock(&pack_file, &pack_path)?;
         pack_file
             .set_len(0)
             .map_err(|e| io_err("cannot truncate", e))?;
