@@ -381,7 +381,7 @@ fn append(dir: &Path, n: u64, reps: usize, fsync: bool) -> AnyResult<Value> {
             debug_assert_eq!(oid, Oid(i as u64));
             storage.store(oid, rec)?;
         }
-        storage.end(&mut |_| {})?;
+        storage.end(&mut |_| Ok(()))?;
         secs.push(t.elapsed().as_secs_f64());
         storage.close()?;
         size = file_len(&path);
@@ -424,7 +424,7 @@ fn build(dir: &Path, tree: Tree) -> AnyResult<Value> {
         if !any {
             break;
         }
-        storage.end(&mut |_| {})?;
+        storage.end(&mut |_| Ok(()))?;
         txn = BUILD_TXN;
     }
     let build_secs = t.elapsed().as_secs_f64();
@@ -449,7 +449,7 @@ fn build(dir: &Path, tree: Tree) -> AnyResult<Value> {
     for node in (1..=tree.fanout).step_by(GARBAGE_STEP) {
         storage.store(Oid(node), tree.node_record(&g, node, false))?;
     }
-    storage.end(&mut |_| {})?;
+    storage.end(&mut |_| Ok(()))?;
     storage.close()?;
 
     Ok(result(

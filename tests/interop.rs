@@ -876,7 +876,7 @@ fn replay(sc: &Scenario, target: &Path, how: &Replay) -> FileStorage {
                     .unwrap_or_else(|e| panic!("store({oid}): {e}"));
             }
         }
-        storage.end(&mut |_| {}).expect("end");
+        storage.end(&mut |_| Ok(())).expect("end");
     };
     let mut checkpoints = 0;
     for (i, event) in sc.out.events.iter().enumerate() {
@@ -1199,7 +1199,7 @@ fn write_cbor_graph(path: &Path) -> CborGraph {
             graph.latest.insert(oid, rec);
             graph.refs.insert(oid, refs);
         }
-        storage.end(&mut |_| {}).unwrap();
+        storage.end(&mut |_| Ok(())).unwrap();
     }
     graph
 }

@@ -103,7 +103,7 @@ fn failed_write_leaves_file_and_index_unchanged_and_the_next_commit_works() {
         s.begin().unwrap();
         s.store(Oid(0), rec(0, "root v2", &[oid.0])).unwrap();
         s.store(oid, rec(oid.0, "new", &[])).unwrap();
-        let err = s.end(&mut |_| {}).unwrap_err();
+        let err = s.end(&mut |_| Ok(())).unwrap_err();
         assert!(err.to_string().contains("No space left"), "{err}");
         assert_eq!(disk.size().unwrap(), len_before);
         assert_eq!(s.load(Oid(0)).unwrap(), rec(0, "root", &[]));
@@ -126,7 +126,7 @@ fn failed_fsync_refuses_further_writes_until_reopened() {
     disk.fail_syncs.store(true, Ordering::SeqCst);
     s.begin().unwrap();
     s.store(Oid(0), rec(0, "root v2", &[])).unwrap();
-    assert!(s.end(&mut |_| {}).is_err());
+    assert!(s.end(&mut |_| Ok(())).is_err());
     disk.fail_syncs.store(false, Ordering::SeqCst);
     s.begin().unwrap();
     let err = s.store(Oid(0), rec(0, "root v3", &[])).unwrap_err();

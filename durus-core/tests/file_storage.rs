@@ -286,7 +286,7 @@ fn storing_an_oid_never_handed_out_is_refused() {
     assert!(matches!(err, Error::SurpriseOid(Oid(5))), "{err}");
     // The root may always be stored (a new database creates it).
     s.store(Oid(0), rec(0, "root", &[])).unwrap();
-    s.end(&mut |_| {}).unwrap();
+    s.end(&mut |_| Ok(())).unwrap();
     assert_eq!(s.load(Oid(0)).unwrap(), rec(0, "root", &[]));
 }
 
@@ -298,7 +298,7 @@ fn storing_an_oid_twice_in_one_commit_keeps_the_last_record() {
     s.begin().unwrap();
     s.store(Oid(0), rec(0, "first", &[])).unwrap();
     s.store(Oid(0), rec(0, "second", &[])).unwrap();
-    s.end(&mut |_| {}).unwrap();
+    s.end(&mut |_| Ok(())).unwrap();
     drop(s);
     let mut s = FileStorage::open(&path).unwrap();
     assert_eq!(s.load(Oid(0)).unwrap(), rec(0, "second", &[]));

@@ -85,7 +85,7 @@ fn run(ops: &[Op], storage: &mut Box<dyn Storage>, reopen: &mut dyn FnMut() -> B
                     storage.store(oid, rec.clone()).unwrap();
                     staged.insert(oid, rec);
                 }
-                storage.end(&mut |_| {}).unwrap();
+                storage.end(&mut |_| Ok(())).unwrap();
                 model.extend(staged);
             }
             Op::Pack => {

@@ -832,7 +832,7 @@ impl Storage for FileStorage {
         Ok(())
     }
 
-    fn end(&mut self, _invalidations: &mut dyn FnMut(&[Oid])) -> Result<()> {
+    fn end(&mut self, _invalidations: &mut dyn FnMut(&[Oid]) -> Result<()>) -> Result<()> {
         self.check_writable()?;
         if self.pending.is_empty() {
             return Ok(());

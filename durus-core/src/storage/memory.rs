@@ -56,7 +56,7 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
-    fn end(&mut self, _invalidations: &mut dyn FnMut(&[Oid])) -> Result<()> {
+    fn end(&mut self, _invalidations: &mut dyn FnMut(&[Oid]) -> Result<()>) -> Result<()> {
         self.check_open()?;
         self.records.extend(self.pending.drain(..));
         Ok(())

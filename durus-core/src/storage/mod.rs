@@ -58,9 +58,10 @@ pub trait Storage {
     fn store(&mut self, oid: Oid, record: Vec<u8>) -> Result<()>;
 
     /// Makes the pending records durable and visible as one transaction.
-    /// A client storage reports the oids other clients changed through
-    /// `invalidations` and may fail with a conflict.
-    fn end(&mut self, invalidations: &mut dyn FnMut(&[Oid])) -> Result<()>;
+    /// A client storage first reports the oids other clients changed
+    /// through `invalidations`; if that returns an error (a conflict), the
+    /// transaction is abandoned, nothing is written, and `end` returns it.
+    fn end(&mut self, invalidations: &mut dyn FnMut(&[Oid]) -> Result<()>) -> Result<()>;
 
     /// Oids whose cached state must be dropped since the last call
     /// (changed by others, removed by a pack).
@@ -111,5 +112,5 @@ pub fn commit_records<S: Storage + ?Sized>(
         let oid = crate::format::record::oid_of(&record)?;
         storage.store(oid, record)?;
     }
-    storage.end(&mut |_| {})
+    storage.end(&mut |_| Ok(()))
 }

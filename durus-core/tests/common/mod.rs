@@ -17,7 +17,7 @@ pub fn commit(storage: &mut dyn Storage, records: Vec<Vec<u8>>) {
         let oid = record::oid_of(&r).unwrap();
         storage.store(oid, r).unwrap();
     }
-    storage.end(&mut |_| {}).unwrap();
+    storage.end(&mut |_| Ok(())).unwrap();
 }
 
 /// Allocates `n` oids.
