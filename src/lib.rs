@@ -23,15 +23,19 @@
 //! # Ok::<(), durus::Error>(())
 //! ```
 
-pub use durus_core::{error, format, storage, tools};
+pub use durus_core::object::registry;
+pub use durus_core::object::Persistent;
+pub use durus_core::{collections, error, format, object, storage, tools};
 pub use durus_core::{
-    Error, FileStorage, FileStorageOptions, MemoryStorage, Oid, PackReport, Result, Storage,
-    StorageExt,
+    Connection, Error, FileStorage, FileStorageOptions, MemoryStorage, Oid, PObject, PRef,
+    PackReport, PersistentDict, PersistentList, PersistentSet, Result, Storage, StorageExt,
 };
 
 /// The names most programs need.
 pub mod prelude {
+    pub use durus_core::object::Persistent;
     pub use durus_core::{
-        Error, FileStorage, FileStorageOptions, MemoryStorage, Oid, Result, Storage, StorageExt,
+        Connection, Error, FileStorage, FileStorageOptions, MemoryStorage, Oid, PObject, PRef,
+        PersistentDict, PersistentList, PersistentSet, Result, Storage, StorageExt,
     };
 }

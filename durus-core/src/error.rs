@@ -89,8 +89,31 @@ pub enum Error {
     ReadConflict { oids: Vec<Oid> },
 
     /// A record names a class that no registered type claims.
-    #[error("unknown class {name:?} (oid {oid})")]
+    #[error(
+        "unknown class {name:?} (oid {oid}): no #[derive(Persistent)] type has this name or alias"
+    )]
     UnknownClass { name: String, oid: Oid },
+
+    /// An object was asked for as one type but is stored as another.
+    #[error("oid {oid} is a {found:?}, not a {expected:?}")]
+    TypeMismatch {
+        oid: Oid,
+        expected: &'static str,
+        found: String,
+    },
+
+    /// An index past the end of a persistent list.
+    #[error("index {index} out of range for a list of {len}")]
+    OutOfRange { index: usize, len: usize },
+
+    /// An object's state could not be encoded or decoded.
+    #[error("cannot {action} the state of {class}{}: {detail}", oid.map(|o| format!(" (oid {o})")).unwrap_or_default())]
+    State {
+        action: &'static str,
+        class: String,
+        oid: Option<Oid>,
+        detail: String,
+    },
 }
 
 impl Error {

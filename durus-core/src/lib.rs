@@ -4,13 +4,17 @@
 //! Layers depend downward only: [`format`] (pure bytes) ← [`storage`]
 //! (keeping bytes safe) ← [`tools`] (census, verification).
 
+pub mod collections;
 pub mod error;
 pub mod format;
+pub mod object;
 pub mod storage;
 pub mod tools;
 
+pub use collections::{PersistentDict, PersistentList, PersistentSet};
 pub use error::{Error, Result};
 pub use format::Oid;
+pub use object::{Connection, PObject, PRef, Persistent};
 pub use storage::{
     FileStorage, FileStorageOptions, MemoryStorage, PackReport, Storage, StorageExt,
 };

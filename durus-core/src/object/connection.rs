@@ -1,0 +1,436 @@
+//! `Connection`: loads objects from a storage, tracks what changed, and
+//! commits or aborts with Durus's conflict rules (spec 9.2–9.8).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::path::Path;
+use std::rc::Rc;
+
+use crate::error::{Error, Result};
+use crate::format::{class_name, Oid, Record};
+use crate::object::cache::Cache;
+use crate::object::cell::{ObjectCell, Status};
+use crate::object::{codec, registry, PObject, PRef, Persistent};
+use crate::storage::{FileStorage, PackReport, Storage};
+
+/// Durus's default cache size (objects).
+pub const DEFAULT_CACHE_SIZE: usize = 100_000;
+
+/// How many times [`Connection::transact`] runs its closure at most.
+pub const TRANSACT_ATTEMPTS: usize = 10;
+
+/// A session on a database: the objects loaded from one storage, the
+/// changes not yet committed, and the transaction they belong to.
+///
+/// Nothing another client commits becomes visible until this connection's
+/// next `commit()` or `abort()` (Durus's rule). A commit fails with
+/// [`Error::Conflict`] or a load with [`Error::ReadConflict`] when another
+/// client changed an object this transaction used; call [`abort`] and run
+/// the transaction again ([`transact`] does both).
+///
+/// [`abort`]: Connection::abort
+/// [`transact`]: Connection::transact
+pub struct Connection {
+    inner: Rc<ConnInner>,
+}
+
+pub(crate) struct ConnInner {
+    storage: RefCell<Box<dyn Storage>>,
+    cache: RefCell<Cache>,
+    changed: RefCell<Vec<Rc<ObjectCell>>>,
+    /// Oids in conflict: loads and commits refuse them until `abort()`.
+    invalid: RefCell<BTreeSet<Oid>>,
+    serial: Cell<u64>,
+    load_count: Cell<u64>,
+    root: RefCell<Option<Rc<ObjectCell>>>,
+}
+
+impl Connection {
+    /// A connection over a [`FileStorage`] at `path` (created if missing),
+    /// whose root is a `R` (created on an empty database).
+    pub fn open_with_root<R: Persistent + Default>(path: impl AsRef<Path>) -> Result<Connection> {
+        Self::new_with_root::<R>(FileStorage::open(path)?)
+    }
+
+    /// A connection over `storage` whose root (oid 0) is a `R`, created and
+    /// committed if the storage is empty.
+    pub fn new_with_root<R: Persistent + Default>(
+        storage: impl Storage + 'static,
+    ) -> Result<Connection> {
+        registry::register::<R>();
+        let conn = Connection {
+            inner: Rc::new(ConnInner {
+                storage: RefCell::new(Box::new(storage)),
+                cache: RefCell::new(Cache::new(DEFAULT_CACHE_SIZE)),
+                changed: RefCell::new(Vec::new()),
+                invalid: RefCell::new(BTreeSet::new()),
+                serial: Cell::new(1),
+                load_count: Cell::new(0),
+                root: RefCell::new(None),
+            }),
+        };
+        let root = match conn.get(Oid::ROOT)? {
+            Some(root) => {
+                root.downcast::<R>()?;
+                root
+            }
+            None => {
+                let oid = conn.inner.storage.borrow_mut().new_oid()?;
+                if oid != Oid::ROOT {
+                    return Err(Error::InvalidState(format!(
+                        "the storage has no root but hands out oid {oid} first, not 0"
+                    )));
+                }
+                let root = PRef::new(R::default());
+                conn.inner.adopt_as(root.cell(), Oid::ROOT);
+                conn.inner.note_change(root.cell());
+                conn.commit()?;
+                PObject::from(root)
+            }
+        };
+        *conn.inner.root.borrow_mut() = Some(root.downcast::<R>()?.cell().clone());
+        Ok(conn)
+    }
+
+    /// The root object as a `R`.
+    pub fn root_as<R: Persistent>(&self) -> Result<PRef<R>> {
+        let cell = self
+            .inner
+            .root
+            .borrow()
+            .clone()
+            .ok_or_else(|| Error::InvalidState("no root".into()))?;
+        PObject::from_cell(cell).downcast::<R>()
+    }
+
+    /// The object stored under `oid`, or `None` if there is none. Its
+    /// state loads when the typed handle (`downcast`) is first used.
+    pub fn get(&self, oid: Oid) -> Result<Option<PObject>> {
+        if let Some(cell) = self.inner.cache.borrow().get(oid) {
+            return Ok(Some(PObject::from_cell(cell)));
+        }
+        let record = match self.inner.storage.borrow_mut().load(oid) {
+            Ok(record) => record,
+            Err(Error::KeyNotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let rec = Record::decode(&record)?;
+        let class = class_name::extract(rec.data).display();
+        Ok(Some(PObject::from_cell(self.inner.cell_for(oid, &class))))
+    }
+
+    /// Writes every changed object (and the new objects they reach) as one
+    /// transaction. With nothing changed it only catches up with other
+    /// clients' commits, and never conflicts.
+    pub fn commit(&self) -> Result<()> {
+        self.inner.commit()
+    }
+
+    /// Drops every uncommitted change and catches up with other clients'
+    /// commits. Always succeeds; a storage failure while catching up is
+    /// logged and reported again by the next operation.
+    pub fn abort(&self) {
+        self.inner.abort();
+    }
+
+    /// Runs `f` and commits; after a conflict, aborts and runs `f` again, at
+    /// most [`TRANSACT_ATTEMPTS`] times. Any other error aborts and is
+    /// returned. **`f` may run more than once**: keep side effects outside
+    /// the database idempotent.
+    pub fn transact<R>(&self, mut f: impl FnMut(&Connection) -> Result<R>) -> Result<R> {
+        let mut attempt = 1;
+        loop {
+            match f(self).and_then(|r| self.commit().map(|()| r)) {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    self.abort();
+                    if !e.is_conflict() || attempt >= TRANSACT_ATTEMPTS {
+                        return Err(e);
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Aborts, then packs the storage (drops what the root cannot reach).
+    pub fn pack(&self) -> Result<PackReport> {
+        self.abort();
+        let report = self.inner.storage.borrow_mut().pack()?;
+        self.inner.sync()?;
+        Ok(report)
+    }
+
+    /// The number of objects the cache aims to keep loaded.
+    pub fn cache_size(&self) -> usize {
+        self.inner.cache.borrow().size()
+    }
+
+    /// Sets the cache size (at least 1); takes effect at the next
+    /// commit, abort or [`Connection::shrink_cache`].
+    pub fn set_cache_size(&self, size: usize) {
+        self.inner.cache.borrow_mut().set_size(size);
+    }
+
+    /// Objects in the cache, ghosts included.
+    pub fn cache_count(&self) -> usize {
+        self.inner.cache.borrow_mut().count()
+    }
+
+    /// States loaded from the storage by this connection so far.
+    pub fn load_count(&self) -> u64 {
+        self.inner.load_count.get()
+    }
+
+    /// Starts at 1; every commit and abort increments it.
+    pub fn transaction_serial(&self) -> u64 {
+        self.inner.serial.get()
+    }
+
+    /// Ghosts least recently used objects down to the cache size.
+    pub fn shrink_cache(&self) {
+        self.inner
+            .cache
+            .borrow_mut()
+            .shrink(self.inner.serial.get());
+    }
+
+    /// Runs `f` on the storage (for tools and tests).
+    pub fn with_storage<R>(&self, f: impl FnOnce(&mut dyn Storage) -> R) -> R {
+        f(&mut **self.inner.storage.borrow_mut())
+    }
+}
+
+impl ConnInner {
+    /// The cell for `oid`: the cached one, else a new ghost of `class`.
+    pub(crate) fn cell_for(self: &Rc<Self>, oid: Oid, class: &str) -> Rc<ObjectCell> {
+        if let Some(cell) = self.cache.borrow().get(oid) {
+            return cell;
+        }
+        let cell = ObjectCell::new_ghost(oid, self, class);
+        self.cache.borrow_mut().insert(oid, &cell);
+        cell
+    }
+
+    /// Gives a new object an oid in this connection (while a commit
+    /// encodes a reference to it).
+    pub(crate) fn adopt(self: &Rc<Self>, cell: &Rc<ObjectCell>) -> Result<Oid> {
+        let oid = self.storage.borrow_mut().new_oid()?;
+        self.adopt_as(cell, oid);
+        Ok(oid)
+    }
+
+    fn adopt_as(self: &Rc<Self>, cell: &Rc<ObjectCell>, oid: Oid) {
+        cell.oid.set(Some(oid));
+        *cell.conn.borrow_mut() = Rc::downgrade(self);
+        self.cache.borrow_mut().insert(oid, cell);
+    }
+
+    /// Undoes [`ConnInner::adopt`] for new objects of a failed commit.
+    pub(crate) fn forget_new(&self, cells: &[Rc<ObjectCell>]) {
+        let mut cache = self.cache.borrow_mut();
+        for cell in cells {
+            if let Some(oid) = cell.oid.get() {
+                cache.remove(oid);
+            }
+            cell.unstore();
+        }
+    }
+
+    pub(crate) fn note_access(&self, cell: &Rc<ObjectCell>) {
+        let serial = self.serial.get();
+        if cell.serial.get() != serial {
+            cell.serial.set(serial);
+            if let Some(oid) = cell.oid.get() {
+                self.cache.borrow_mut().note_access(oid, cell);
+            }
+        }
+    }
+
+    pub(crate) fn note_change(&self, cell: &Rc<ObjectCell>) {
+        self.changed.borrow_mut().push(cell.clone());
+    }
+
+    /// Loads the state of the ghost `cell` as a `T`.
+    pub(crate) fn load_state<T: Persistent>(self: &Rc<Self>, cell: &Rc<ObjectCell>) -> Result<()> {
+        let oid = cell
+            .oid
+            .get()
+            .ok_or_else(|| Error::InvalidState("a ghost without an oid".into()))?;
+        if self.invalid.borrow().contains(&oid) {
+            return Err(Error::ReadConflict { oids: vec![oid] });
+        }
+        let record = self.load_record(oid)?;
+        let rec = Record::decode(&record)?;
+        let (class, state) = match class_name::extract(rec.data) {
+            class_name::ClassName::Cbor(_) => class_name::split_cbor(rec.data)?,
+            other => {
+                return Err(Error::UnknownClass {
+                    name: format!("{} (a Python pickle)", other.display()),
+                    oid,
+                })
+            }
+        };
+        if !registry::accepts::<T>(class) {
+            return Err(match registry::current_name(class) {
+                Some(_) => Error::TypeMismatch {
+                    oid,
+                    expected: T::CLASS_NAME,
+                    found: class.to_string(),
+                },
+                None => Error::UnknownClass {
+                    name: class.to_string(),
+                    oid,
+                },
+            });
+        }
+        let value: T = codec::decode_state(self, state).map_err(|detail| Error::State {
+            action: "decode",
+            class: class.to_string(),
+            oid: Some(oid),
+            detail,
+        })?;
+        *cell.state.borrow_mut() = Some(Box::new(value));
+        *cell.class.borrow_mut() = Rc::from(T::CLASS_NAME);
+        cell.status.set(Status::Saved);
+        self.load_count.set(self.load_count.get() + 1);
+        Ok(())
+    }
+
+    /// A record, turning "gone" into a read conflict and retrying once
+    /// after catching up when the storage reports one (spec 9.3).
+    fn load_record(&self, oid: Oid) -> Result<Vec<u8>> {
+        let first = self.storage.borrow_mut().load(oid);
+        match first {
+            Err(Error::KeyNotFound(_)) => Err(Error::ReadConflict { oids: vec![oid] }),
+            Err(Error::ReadConflict { .. }) => {
+                let oids = self.storage.borrow_mut().sync()?;
+                self.handle_invalidations(&oids, Some(oid))?;
+                match self.storage.borrow_mut().load(oid) {
+                    Err(Error::KeyNotFound(_)) => Err(Error::ReadConflict { oids: vec![oid] }),
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Other clients changed `oids`: ghost what this transaction has not
+    /// touched; what it has touched is a conflict (spec 9.6).
+    fn handle_invalidations(&self, oids: &[Oid], read_oid: Option<Oid>) -> Result<()> {
+        let serial = self.serial.get();
+        let mut conflicts = Vec::new();
+        for &oid in oids {
+            let Some(cell) = self.cache.borrow().get(oid) else {
+                continue;
+            };
+            let changed = self.changed.borrow().iter().any(|c| Rc::ptr_eq(c, &cell));
+            if cell.serial.get() == serial || changed {
+                conflicts.push(oid);
+                self.invalid.borrow_mut().insert(oid);
+            } else if cell.status.get() != Status::Ghost {
+                cell.ghostify();
+            }
+        }
+        match (conflicts.is_empty(), read_oid) {
+            (true, _) => Ok(()),
+            (false, Some(oid)) => Err(Error::ReadConflict { oids: vec![oid] }),
+            (false, None) => Err(Error::Conflict { oids: conflicts }),
+        }
+    }
+
+    /// Catches up: ghosts every cached object others changed or a pack
+    /// removed, and clears the conflict marks.
+    fn sync(&self) -> Result<()> {
+        let oids = self.storage.borrow_mut().sync()?;
+        let mut invalid = self.invalid.borrow_mut();
+        invalid.extend(oids);
+        let cache = self.cache.borrow();
+        for &oid in invalid.iter() {
+            if let Some(cell) = cache.get(oid) {
+                cell.ghostify();
+            }
+        }
+        invalid.clear();
+        Ok(())
+    }
+
+    fn end_transaction(&self) {
+        self.cache.borrow_mut().shrink(self.serial.get());
+        self.serial.set(self.serial.get() + 1);
+    }
+
+    fn commit(self: &Rc<Self>) -> Result<()> {
+        if self.changed.borrow().is_empty() {
+            self.sync()?;
+            self.end_transaction();
+            return Ok(());
+        }
+        if !self.invalid.borrow().is_empty() {
+            return Err(Error::InvalidState(format!(
+                "still conflicted on oids {:?}: call abort() before committing again",
+                self.invalid.borrow()
+            )));
+        }
+        let changed: Vec<Rc<ObjectCell>> = self.changed.borrow().clone();
+        let mut new_objects = Vec::new();
+        let result = self.write_transaction(&changed, &mut new_objects);
+        match result {
+            Ok(()) => {
+                for cell in changed.iter().chain(&new_objects) {
+                    cell.status.set(Status::Saved);
+                    self.note_access(cell);
+                }
+                self.changed.borrow_mut().clear();
+                self.end_transaction();
+                Ok(())
+            }
+            Err(e) => {
+                // Nothing was written: drop the pending records, forget the
+                // oids given to new objects. `changed` stays for abort().
+                let _ = self.storage.borrow_mut().begin();
+                self.forget_new(&new_objects);
+                Err(e)
+            }
+        }
+    }
+
+    /// Stores `changed` and every new object they reach, then ends the
+    /// storage transaction; `new_objects` collects the objects adopted.
+    fn write_transaction(
+        self: &Rc<Self>,
+        changed: &[Rc<ObjectCell>],
+        new_objects: &mut Vec<Rc<ObjectCell>>,
+    ) -> Result<()> {
+        self.storage.borrow_mut().begin()?;
+        let mut queue: VecDeque<Rc<ObjectCell>> = changed.iter().cloned().collect();
+        let mut written = HashSet::new();
+        while let Some(cell) = queue.pop_front() {
+            let Some(oid) = cell.oid.get() else { continue };
+            if !written.insert(oid) {
+                continue;
+            }
+            let (record, found) = codec::encode_object(self, &cell)?;
+            new_objects.extend(found.iter().cloned());
+            queue.extend(found);
+            self.storage.borrow_mut().store(oid, record)?;
+        }
+        let me = self.clone();
+        self.storage
+            .borrow_mut()
+            .end(&mut |oids| me.handle_invalidations(oids, None))
+    }
+
+    fn abort(&self) {
+        let changed: Vec<Rc<ObjectCell>> = self.changed.borrow_mut().drain(..).collect();
+        for cell in changed {
+            if cell.oid.get().is_some() {
+                cell.ghostify();
+            }
+        }
+        if let Err(e) = self.sync() {
+            tracing::warn!("abort could not catch up with the storage: {e}");
+        }
+        self.end_transaction();
+    }
+}

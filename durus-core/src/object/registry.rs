@@ -1,0 +1,110 @@
+//! The type registry: which class names (current, aliases, renames) belong
+//! to which persistent type.
+//!
+//! Types register themselves the first time a handle of theirs is made or
+//! asked for, so no manual call is needed. Renames decided at run time
+//! (Durus FAQ "rename a class", "rename a module") are added with
+//! [`rename_class`] and [`rename_prefix`].
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, RwLock};
+
+use crate::object::Persistent;
+
+#[derive(Default)]
+struct Registry {
+    /// Every known name (current or alias) → the current name.
+    names: HashMap<String, &'static str>,
+    /// Old exact name → new name.
+    renamed: HashMap<String, String>,
+    /// Old prefix → new prefix, tried longest first.
+    prefixes: Vec<(String, String)>,
+}
+
+static REGISTRY: LazyLock<RwLock<Registry>> = LazyLock::new(Default::default);
+
+fn read() -> std::sync::RwLockReadGuard<'static, Registry> {
+    REGISTRY
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write() -> std::sync::RwLockWriteGuard<'static, Registry> {
+    REGISTRY
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Registers `T` under its class name and aliases (idempotent, cheap).
+pub fn register<T: Persistent>() {
+    if read().names.get(T::CLASS_NAME) == Some(&T::CLASS_NAME) {
+        return;
+    }
+    let mut reg = write();
+    reg.names.insert(T::CLASS_NAME.to_string(), T::CLASS_NAME);
+    for alias in T::ALIASES {
+        reg.names.insert((*alias).to_string(), T::CLASS_NAME);
+    }
+}
+
+/// From now on, records naming class `old` decode as the type named `new`.
+pub fn rename_class(old: &str, new: &str) {
+    write().renamed.insert(old.to_string(), new.to_string());
+}
+
+/// From now on, class names starting with `old_prefix` (a module path such
+/// as `"shop.models."`) are read with `new_prefix` instead.
+pub fn rename_prefix(old_prefix: &str, new_prefix: &str) {
+    let mut reg = write();
+    reg.prefixes
+        .push((old_prefix.to_string(), new_prefix.to_string()));
+    reg.prefixes
+        .sort_by_key(|(old, _)| std::cmp::Reverse(old.len()));
+}
+
+/// The name `name` stands for after run-time renames.
+pub fn renamed(name: &str) -> String {
+    let reg = read();
+    if let Some(new) = reg.renamed.get(name) {
+        return new.clone();
+    }
+    for (old, new) in &reg.prefixes {
+        if let Some(rest) = name.strip_prefix(old.as_str()) {
+            return format!("{new}{rest}");
+        }
+    }
+    name.to_string()
+}
+
+/// The current class name of a registered type that `name` (possibly an
+/// alias or an old name) denotes.
+pub fn current_name(name: &str) -> Option<&'static str> {
+    let name = renamed(name);
+    read().names.get(&name).copied()
+}
+
+/// Whether a record of class `name` decodes as `T`.
+pub fn accepts<T: Persistent>(name: &str) -> bool {
+    if name == T::CLASS_NAME || T::ALIASES.contains(&name) {
+        return true;
+    }
+    let name = renamed(name);
+    name == T::CLASS_NAME || T::ALIASES.contains(&name.as_str())
+}
+
+/// Every name that records of `T` may carry: current name, aliases and
+/// run-time renames that lead to it.
+pub fn names_of<T: Persistent>() -> Vec<String> {
+    let mut names: Vec<String> = std::iter::once(T::CLASS_NAME)
+        .chain(T::ALIASES.iter().copied())
+        .map(str::to_string)
+        .collect();
+    let reg = read();
+    names.extend(
+        reg.renamed
+            .iter()
+            .filter(|(_, new)| new.as_str() == T::CLASS_NAME || T::ALIASES.contains(&new.as_str()))
+            .map(|(old, _)| old.clone()),
+    );
+    names
+}
