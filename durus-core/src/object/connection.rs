@@ -119,6 +119,29 @@ impl Connection {
         Ok(Some(PObject::from_cell(self.inner.cell_for(oid, &class))))
     }
 
+    /// Marks the object stored under `oid` as changed, so the next commit
+    /// rewrites it (under its type's current class name: see
+    /// `touch_every_reference`). Its type must be registered, which happens
+    /// when a handle of it is first made or with [`registry::register`].
+    pub fn touch(&self, oid: Oid) -> Result<()> {
+        let obj = self.get(oid)?.ok_or(Error::KeyNotFound(oid))?;
+        let cell = obj.cell();
+        if cell.status.get() == Status::Ghost {
+            let class = cell.class_name();
+            let load = registry::loader(&class).ok_or_else(|| Error::UnknownClass {
+                name: class.to_string(),
+                oid,
+            })?;
+            load(&self.inner, cell)?;
+        }
+        self.inner.note_access(cell);
+        if cell.status.get() == Status::Saved {
+            cell.status.set(Status::Unsaved);
+            self.inner.note_change(cell);
+        }
+        Ok(())
+    }
+
     /// Writes every changed object (and the new objects they reach) as one
     /// transaction. With nothing changed it only catches up with other
     /// clients' commits, and never conflicts.

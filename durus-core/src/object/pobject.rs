@@ -23,6 +23,10 @@ impl PObject {
         PObject { cell }
     }
 
+    pub(crate) fn cell(&self) -> &Rc<ObjectCell> {
+        &self.cell
+    }
+
     /// The class name (as stored, or of the type that created it).
     pub fn class_name(&self) -> String {
         self.cell.class_name().to_string()

@@ -9,12 +9,22 @@
 use std::collections::HashMap;
 use std::sync::{LazyLock, RwLock};
 
+use std::rc::Rc;
+
+use crate::error::Result;
+use crate::object::cell::ObjectCell;
+use crate::object::connection::ConnInner;
 use crate::object::Persistent;
+
+/// Loads a ghost's state as the registered type (type erased).
+pub(crate) type Loader = fn(&Rc<ConnInner>, &Rc<ObjectCell>) -> Result<()>;
 
 #[derive(Default)]
 struct Registry {
     /// Every known name (current or alias) → the current name.
     names: HashMap<String, &'static str>,
+    /// Current name → how to load a ghost of that type.
+    loaders: HashMap<&'static str, Loader>,
     /// Old exact name → new name.
     renamed: HashMap<String, String>,
     /// Old prefix → new prefix, tried longest first.
@@ -42,6 +52,8 @@ pub fn register<T: Persistent>() {
     }
     let mut reg = write();
     reg.names.insert(T::CLASS_NAME.to_string(), T::CLASS_NAME);
+    reg.loaders
+        .insert(T::CLASS_NAME, ConnInner::load_state::<T>);
     for alias in T::ALIASES {
         reg.names.insert((*alias).to_string(), T::CLASS_NAME);
     }
@@ -81,6 +93,12 @@ pub fn renamed(name: &str) -> String {
 pub fn current_name(name: &str) -> Option<&'static str> {
     let name = renamed(name);
     read().names.get(&name).copied()
+}
+
+/// How to load a ghost whose record names class `name`.
+pub(crate) fn loader(name: &str) -> Option<Loader> {
+    let current = current_name(name)?;
+    read().loaders.get(current).copied()
 }
 
 /// Whether a record of class `name` decodes as `T`.
