@@ -24,6 +24,7 @@
 //! ```
 
 pub use durus_core::object::registry;
+pub use durus_core::tools::instances::{gen_every_instance, touch_every_reference};
 pub use durus_core::object::Persistent;
 pub use durus_core::{collections, error, format, object, storage, tools};
 pub use durus_core::{

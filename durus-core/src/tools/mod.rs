@@ -3,4 +3,5 @@
 //! Rust-written records alike.
 
 pub mod census;
+pub mod instances;
 pub mod verify;
