@@ -3,7 +3,7 @@
 
 use durus_core::format::{class_name, Record};
 use durus_core::tools::instances::{gen_every_instance, touch_every_reference};
-use durus_core::{Connection, Oid, PObject, PRef, Persistent, Storage};
+use durus_core::{Connection, Oid, PObject, PRef, Persistent};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
