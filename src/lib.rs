@@ -24,13 +24,14 @@
 //! ```
 
 pub use durus_core::object::registry;
-pub use durus_core::tools::instances::{gen_every_instance, touch_every_reference};
 pub use durus_core::object::Persistent;
+pub use durus_core::tools::instances::{gen_every_instance, touch_every_reference};
 pub use durus_core::{collections, error, format, object, storage, tools};
 pub use durus_core::{
     Connection, Error, FileStorage, FileStorageOptions, MemoryStorage, Oid, PObject, PRef,
     PackReport, PersistentDict, PersistentList, PersistentSet, Result, Storage, StorageExt,
 };
+pub use durus_derive::Persistent;
 
 /// The names most programs need.
 pub mod prelude {
@@ -39,4 +40,5 @@ pub mod prelude {
         Connection, Error, FileStorage, FileStorageOptions, MemoryStorage, Oid, PObject, PRef,
         PersistentDict, PersistentList, PersistentSet, Result, Storage, StorageExt,
     };
+    pub use durus_derive::Persistent;
 }

@@ -56,14 +56,22 @@ fn objects_reached_from_the_root_survive_reopening() {
 /// docs/FORMAT.md's example record, byte for byte.
 #[test]
 fn record_layout_matches_the_documented_example() {
-    use durus_core::{Oid, Storage};
+    use durus_core::Oid;
     let conn = Connection::new(durus_core::MemoryStorage::new()).unwrap();
     let tags = PRef::new(PersistentList::<String>::new());
-    let item = PRef::new(Item { sku: "A1".into(), qty: 4, tags });
-    conn.root().insert("a1".into(), PObject::from(item)).unwrap();
+    let item = PRef::new(Item {
+        sku: "A1".into(),
+        qty: 4,
+        tags,
+    });
+    conn.root()
+        .insert("a1".into(), PObject::from(item))
+        .unwrap();
     conn.commit().unwrap();
     let record = conn.with_storage(|s| s.load(Oid(1))).unwrap();
-    let mut expected = vec![0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0x25, 0xD9, 0xD9, 0xF7, 0x69];
+    let mut expected = vec![
+        0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0x25, 0xD9, 0xD9, 0xF7, 0x69,
+    ];
     expected.extend_from_slice(b"shop.Item");
     expected.push(0xA3);
     expected.extend_from_slice(b"\x63sku\x62A1\x63qty\x04\x64tags\xDA\x64\x75\x72\x72\x02");

@@ -27,7 +27,9 @@ impl PObject {
         &self.cell
     }
 
-    /// The class name (as stored, or of the type that created it).
+    /// The class name: of the loaded type once the object is loaded, else
+    /// as the reference to it (or its record) names it, which may be an
+    /// old name until the referring object is rewritten.
     pub fn class_name(&self) -> String {
         self.cell.class_name().to_string()
     }

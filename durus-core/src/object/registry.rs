@@ -55,7 +55,15 @@ pub fn register<T: Persistent>() {
     reg.loaders
         .insert(T::CLASS_NAME, ConnInner::load_state::<T>);
     for alias in T::ALIASES {
-        reg.names.insert((*alias).to_string(), T::CLASS_NAME);
+        // A type's own current name beats another type's alias of it.
+        match reg.names.get(*alias) {
+            Some(current) if current == alias => {
+                tracing::warn!("{} names {alias:?} as an alias, but a type has that name; the alias is ignored", T::CLASS_NAME);
+            }
+            _ => {
+                reg.names.insert((*alias).to_string(), T::CLASS_NAME);
+            }
+        }
     }
 }
 
@@ -125,4 +133,43 @@ pub fn names_of<T: Persistent>() -> Vec<String> {
             .map(|(old, _)| old.clone()),
     );
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    struct Old;
+    impl Persistent for Old {
+        const CLASS_NAME: &'static str = "regtest.Thing";
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct New;
+    impl Persistent for New {
+        const CLASS_NAME: &'static str = "regtest.NewThing";
+        const ALIASES: &'static [&'static str] = &["regtest.Thing"];
+    }
+
+    #[test]
+    fn a_types_own_name_wins_over_another_types_alias_in_any_order() {
+        register::<New>();
+        register::<Old>();
+        register::<New>();
+        assert_eq!(current_name("regtest.Thing"), Some("regtest.Thing"));
+        assert_eq!(current_name("regtest.NewThing"), Some("regtest.NewThing"));
+        // New still accepts records stored under its alias.
+        assert!(accepts::<New>("regtest.Thing"));
+    }
+
+    #[test]
+    fn prefix_renames_apply_longest_prefix_first() {
+        rename_prefix("regtest.mod.", "regtest.moved.");
+        rename_prefix("regtest.mod.sub.", "regtest.sub2.");
+        assert_eq!(renamed("regtest.mod.A"), "regtest.moved.A");
+        assert_eq!(renamed("regtest.mod.sub.B"), "regtest.sub2.B");
+        assert_eq!(renamed("other.C"), "other.C");
+    }
 }

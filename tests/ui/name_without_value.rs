@@ -1,0 +1,10 @@
+use durus::Persistent;
+use serde::{Deserialize, Serialize};
+
+#[derive(Persistent, Serialize, Deserialize)]
+#[durus(name)]
+struct Item {
+    qty: u32,
+}
+
+fn main() {}
