@@ -38,7 +38,7 @@ use proc_macro::TokenStream;
 ///
 /// For the `Item` above (with `::durus` paths spelled out):
 ///
-/// ```ignore
+/// ```text
 /// impl ::durus::Persistent for Item {
 ///     const CLASS_NAME: &'static str = "shop.Item";
 ///     const ALIASES: &'static [&'static str] = &["shop.OldItem"];

@@ -70,7 +70,10 @@ impl<T: Element> PRef<PersistentList<T>> {
 
     /// Inserts at `index` (`index == len` appends).
     pub fn insert(&self, index: usize, value: T) -> Result<()> {
-        check(index, self.len()? + 1)?;
+        let len = self.len()?;
+        if index > len {
+            return Err(Error::OutOfRange { index, len });
+        }
         self.write(|l| l.data.insert(index, value))
     }
 

@@ -21,6 +21,14 @@
 
 use crate::error::{Error, Result};
 
+/// CBOR tag of a typed reference inside a state (a `PRef<T>`): the oid
+/// alone, the field's type fixing the class.
+pub const TAG_REF: u64 = 0x6475_7272;
+
+/// CBOR tag of an untyped reference inside a state (a `PObject`):
+/// `[oid, class name]`.
+pub const TAG_OBJ: u64 = 0x6475_726F;
+
 /// The CBOR self-describe tag 55799 that opens every Rust-written data.
 pub const CBOR_MAGIC: [u8; 3] = [0xD9, 0xD9, 0xF7];
 

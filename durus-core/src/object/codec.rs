@@ -9,8 +9,15 @@
 //! serde gives `Serialize`/`Deserialize` impls no context, so the
 //! connection being written or read is passed through a thread-local for
 //! the duration of one encode or decode.
+//!
+//! serde buffers the input of internally tagged and untagged enums and of
+//! `#[serde(flatten)]` fields in a form that cannot hold CBOR tags, so a
+//! reference there fails to decode directly. A state that fails is decoded
+//! again through a [`ciborium::Value`] whose reference tags are rewritten
+//! as one-entry maps ([`REF_KEY`], [`OBJ_KEY`]), which references accept
+//! during that second decode. The stored bytes are the same either way.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
@@ -23,10 +30,7 @@ use crate::format::{record, Oid};
 use crate::object::cell::ObjectCell;
 use crate::object::connection::ConnInner;
 
-/// CBOR tag of a typed reference: the oid of a `PRef<T>` ("dur" + 0x72).
-pub const TAG_REF: u64 = 0x6475_7272;
-/// CBOR tag of an untyped reference: `[oid, class name]` of a `PObject`.
-pub const TAG_OBJ: u64 = 0x6475_726F;
+use crate::format::class_name::{TAG_OBJ, TAG_REF};
 
 struct WriteCtx {
     conn: Rc<ConnInner>,
@@ -36,9 +40,30 @@ struct WriteCtx {
     found: Vec<Rc<ObjectCell>>,
 }
 
+/// The map key standing for [`TAG_REF`] in a state decoded through a value.
+const REF_KEY: &str = "\u{0}durus.ref";
+/// The map key standing for [`TAG_OBJ`] in a state decoded through a value.
+const OBJ_KEY: &str = "\u{0}durus.obj";
+
 thread_local! {
     static WRITER: RefCell<Option<WriteCtx>> = const { RefCell::new(None) };
     static READER: RefCell<Option<Rc<ConnInner>>> = const { RefCell::new(None) };
+    /// True while decoding a state whose reference tags became maps.
+    static UNTAGGED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A `PRef` reference with its tag rewritten as a map.
+#[derive(Deserialize)]
+struct RefMap {
+    #[serde(rename = "\u{0}durus.ref")]
+    oid: u64,
+}
+
+/// A `PObject` reference with its tag rewritten as a map.
+#[derive(Deserialize)]
+struct ObjMap {
+    #[serde(rename = "\u{0}durus.obj")]
+    obj: (u64, String),
 }
 
 /// Encodes the object in `cell` (which has an oid) as a record; returns it
@@ -101,12 +126,58 @@ pub(crate) fn decode_state<T: DeserializeOwned>(
     bytes: &[u8],
 ) -> std::result::Result<T, String> {
     let previous = READER.with(|r| r.borrow_mut().replace(conn.clone()));
-    let result = ciborium::from_reader(bytes);
+    let result = ciborium::from_reader(bytes)
+        .map_err(de_message)
+        .or_else(|first| {
+            decode_untagged(bytes).map_err(|second| {
+                if second == first {
+                    first
+                } else {
+                    format!("{first}; decoded through a value: {second}")
+                }
+            })
+        });
     READER.with(|r| *r.borrow_mut() = previous);
-    result.map_err(|e| match e {
+    result
+}
+
+fn de_message<E: std::fmt::Debug>(e: ciborium::de::Error<E>) -> String {
+    match e {
         ciborium::de::Error::Semantic(_, msg) => msg,
         other => other.to_string(),
-    })
+    }
+}
+
+/// The second way to decode a state (see the module docs): through a
+/// value whose reference tags are maps.
+fn decode_untagged<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, String> {
+    let mut value: ciborium::Value = ciborium::from_reader(bytes).map_err(de_message)?;
+    untag(&mut value);
+    let previous = UNTAGGED.with(|u| u.replace(true));
+    let result = value.deserialized().map_err(|e| e.to_string());
+    UNTAGGED.with(|u| u.set(previous));
+    result
+}
+
+/// Rewrites every reference tag in `value` as a one-entry map.
+fn untag(value: &mut ciborium::Value) {
+    use ciborium::Value;
+    match value {
+        Value::Tag(tag, inner) if *tag == TAG_REF || *tag == TAG_OBJ => {
+            let key = if *tag == TAG_REF { REF_KEY } else { OBJ_KEY };
+            let inner = std::mem::replace(&mut **inner, Value::Null);
+            *value = Value::Map(vec![(Value::Text(key.to_string()), inner)]);
+        }
+        Value::Tag(_, inner) => untag(inner),
+        Value::Array(items) => items.iter_mut().for_each(untag),
+        Value::Map(entries) => {
+            for (k, v) in entries {
+                untag(k);
+                untag(v);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Resolves a reference being written: assigns an oid to a new object,
@@ -123,6 +194,11 @@ fn note_ref<E: serde::ser::Error>(cell: &Rc<ObjectCell>) -> std::result::Result<
                 if !same {
                     return Err(E::custom(format!(
                         "reference to oid {oid} of a different connection (objects cannot refer across databases)"
+                    )));
+                }
+                if !ctx.conn.is_current(oid, cell) {
+                    return Err(E::custom(format!(
+                        "reference to an object a pack removed (its oid {oid} now names another object)"
                     )));
                 }
                 oid
@@ -168,7 +244,11 @@ pub(crate) fn deserialize_ref<'de, D: Deserializer<'de>>(
     d: D,
     class: &'static str,
 ) -> std::result::Result<Rc<ObjectCell>, D::Error> {
-    let Required::<u64, TAG_REF>(oid) = Deserialize::deserialize(d)?;
+    let oid = if UNTAGGED.with(Cell::get) {
+        RefMap::deserialize(d)?.oid
+    } else {
+        Required::<u64, TAG_REF>::deserialize(d)?.0
+    };
     Ok(reader::<D::Error>()?.cell_for(Oid(oid), class))
 }
 
@@ -176,6 +256,10 @@ pub(crate) fn deserialize_ref<'de, D: Deserializer<'de>>(
 pub(crate) fn deserialize_obj<'de, D: Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<Rc<ObjectCell>, D::Error> {
-    let Required::<(u64, String), TAG_OBJ>((oid, class)) = Deserialize::deserialize(d)?;
+    let (oid, class) = if UNTAGGED.with(Cell::get) {
+        ObjMap::deserialize(d)?.obj
+    } else {
+        Required::<(u64, String), TAG_OBJ>::deserialize(d)?.0
+    };
     Ok(reader::<D::Error>()?.cell_for(Oid(oid), &class))
 }

@@ -71,7 +71,11 @@ impl Connection {
         };
         let root = match conn.get(Oid::ROOT)? {
             Some(root) => {
-                root.downcast::<R>()?;
+                // Loaded now, as Durus does (without counting as an access).
+                let typed = root.downcast::<R>()?;
+                if typed.is_ghost() {
+                    conn.inner.load_state::<R>(typed.cell())?;
+                }
                 root
             }
             None => {
@@ -109,7 +113,7 @@ impl Connection {
         if let Some(cell) = self.inner.cache.borrow().get(oid) {
             return Ok(Some(PObject::from_cell(cell)));
         }
-        let record = match self.inner.storage.borrow_mut().load(oid) {
+        let record = match self.inner.fetch_record(oid) {
             Ok(record) => record,
             Err(Error::KeyNotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
@@ -128,10 +132,23 @@ impl Connection {
         let cell = obj.cell();
         if cell.status.get() == Status::Ghost {
             let class = cell.class_name();
-            let load = registry::loader(&class).ok_or_else(|| Error::UnknownClass {
-                name: class.to_string(),
-                oid,
-            })?;
+            let load = match registry::loader(&class) {
+                registry::Lookup::One(load) => load,
+                registry::Lookup::Unknown => {
+                    return Err(Error::UnknownClass {
+                        name: class.to_string(),
+                        oid,
+                    })
+                }
+                registry::Lookup::Ambiguous(types) => {
+                    return Err(Error::InvalidState(format!(
+                        "cannot touch oid {oid}: its class {class:?} is shared by several Rust types ({}), \
+                         so its record does not say which one to load it as; \
+                         load it through a typed handle (PRef::read) before touching it",
+                        types.join(", ")
+                    )))
+                }
+            };
             load(&self.inner, cell)?;
         }
         self.inner.note_access(cell);
@@ -246,7 +263,22 @@ impl ConnInner {
     fn adopt_as(self: &Rc<Self>, cell: &Rc<ObjectCell>, oid: Oid) {
         cell.oid.set(Some(oid));
         *cell.conn.borrow_mut() = Rc::downgrade(self);
-        self.cache.borrow_mut().insert(oid, cell);
+        let mut cache = self.cache.borrow_mut();
+        // A cell still cached under this oid is what is left of an object
+        // a pack removed (the storage reuses its oid): it stops being the
+        // object for the oid, so it cannot load or overwrite the new one
+        // (see `is_current`).
+        cache.remove(oid);
+        cache.insert(oid, cell);
+    }
+
+    /// Whether `cell` is this connection's object for `oid`: false for a
+    /// leftover of a removed object whose oid was given to a new one.
+    pub(crate) fn is_current(&self, oid: Oid, cell: &Rc<ObjectCell>) -> bool {
+        self.cache
+            .borrow()
+            .get(oid)
+            .is_some_and(|c| Rc::ptr_eq(&c, cell))
     }
 
     /// Undoes [`ConnInner::adopt`] for new objects of a failed commit.
@@ -280,7 +312,7 @@ impl ConnInner {
             .oid
             .get()
             .ok_or_else(|| Error::InvalidState("a ghost without an oid".into()))?;
-        if self.invalid.borrow().contains(&oid) {
+        if self.invalid.borrow().contains(&oid) || !self.is_current(oid, cell) {
             return Err(Error::ReadConflict { oids: vec![oid] });
         }
         let record = self.load_record(oid)?;
@@ -320,19 +352,25 @@ impl ConnInner {
         Ok(())
     }
 
-    /// A record, turning "gone" into a read conflict and retrying once
-    /// after catching up when the storage reports one (spec 9.3).
+    /// The record of a ghost being loaded, turning "gone" into a read
+    /// conflict (spec 9.3).
     fn load_record(&self, oid: Oid) -> Result<Vec<u8>> {
+        match self.fetch_record(oid) {
+            Err(Error::KeyNotFound(_)) => Err(Error::ReadConflict { oids: vec![oid] }),
+            other => other,
+        }
+    }
+
+    /// A record from the storage; when the storage reports a read
+    /// conflict (the oid changed since the last sync), catches up and
+    /// retries once, unless catching up reveals a conflict (spec 9.3).
+    fn fetch_record(&self, oid: Oid) -> Result<Vec<u8>> {
         let first = self.storage.borrow_mut().load(oid);
         match first {
-            Err(Error::KeyNotFound(_)) => Err(Error::ReadConflict { oids: vec![oid] }),
             Err(Error::ReadConflict { .. }) => {
                 let oids = self.storage.borrow_mut().sync()?;
                 self.handle_invalidations(&oids, Some(oid))?;
-                match self.storage.borrow_mut().load(oid) {
-                    Err(Error::KeyNotFound(_)) => Err(Error::ReadConflict { oids: vec![oid] }),
-                    other => other,
-                }
+                self.storage.borrow_mut().load(oid)
             }
             other => other,
         }

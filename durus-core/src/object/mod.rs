@@ -16,7 +16,7 @@ mod pobject;
 mod pref;
 pub mod registry;
 
-pub use connection::Connection;
+pub use connection::{Connection, DEFAULT_CACHE_SIZE, TRANSACT_ATTEMPTS};
 pub use persistent::Persistent;
 pub use pobject::PObject;
 pub use pref::PRef;

@@ -6,7 +6,8 @@
 //! (Durus FAQ "rename a class", "rename a module") are added with
 //! [`rename_class`] and [`rename_prefix`].
 
-use std::collections::HashMap;
+use std::any::TypeId;
+use std::collections::{HashMap, HashSet};
 use std::sync::{LazyLock, RwLock};
 
 use std::rc::Rc;
@@ -19,12 +20,34 @@ use crate::object::Persistent;
 /// Loads a ghost's state as the registered type (type erased).
 pub(crate) type Loader = fn(&Rc<ConnInner>, &Rc<ObjectCell>) -> Result<()>;
 
+/// The types registered under one class name: the first one's loader, and
+/// all their Rust names.
+struct Loaders {
+    load: Loader,
+    types: Vec<&'static str>,
+}
+
+/// What [`loader`] finds for a class name.
+pub(crate) enum Lookup {
+    /// No registered type has the name.
+    Unknown,
+    /// Exactly one type: load with this.
+    One(Loader),
+    /// Several Rust types share the name (e.g. `PersistentDict<String,
+    /// PObject>` and `PersistentDict<u32, String>`): the record alone
+    /// cannot say which one to decode it as.
+    Ambiguous(Vec<&'static str>),
+}
+
 #[derive(Default)]
 struct Registry {
     /// Every known name (current or alias) → the current name.
     names: HashMap<String, &'static str>,
-    /// Current name → how to load a ghost of that type.
-    loaders: HashMap<&'static str, Loader>,
+    /// Every registered type.
+    types: HashSet<TypeId>,
+    /// Current name → how to load a ghost of the types registered under it
+    /// (several for the instantiations of a generic type).
+    loaders: HashMap<&'static str, Loaders>,
     /// Old exact name → new name.
     renamed: HashMap<String, String>,
     /// Old prefix → new prefix, tried longest first.
@@ -47,13 +70,23 @@ fn write() -> std::sync::RwLockWriteGuard<'static, Registry> {
 
 /// Registers `T` under its class name and aliases (idempotent, cheap).
 pub fn register<T: Persistent>() {
-    if read().names.get(T::CLASS_NAME) == Some(&T::CLASS_NAME) {
+    let id = TypeId::of::<T>();
+    if read().types.contains(&id) {
         return;
     }
     let mut reg = write();
+    if !reg.types.insert(id) {
+        return;
+    }
     reg.names.insert(T::CLASS_NAME.to_string(), T::CLASS_NAME);
     reg.loaders
-        .insert(T::CLASS_NAME, ConnInner::load_state::<T>);
+        .entry(T::CLASS_NAME)
+        .or_insert_with(|| Loaders {
+            load: ConnInner::load_state::<T>,
+            types: Vec::new(),
+        })
+        .types
+        .push(std::any::type_name::<T>());
     for alias in T::ALIASES {
         // A type's own current name beats another type's alias of it.
         match reg.names.get(*alias) {
@@ -104,9 +137,15 @@ pub fn current_name(name: &str) -> Option<&'static str> {
 }
 
 /// How to load a ghost whose record names class `name`.
-pub(crate) fn loader(name: &str) -> Option<Loader> {
-    let current = current_name(name)?;
-    read().loaders.get(current).copied()
+pub(crate) fn loader(name: &str) -> Lookup {
+    let Some(current) = current_name(name) else {
+        return Lookup::Unknown;
+    };
+    match read().loaders.get(current) {
+        None => Lookup::Unknown,
+        Some(l) if l.types.len() > 1 => Lookup::Ambiguous(l.types.clone()),
+        Some(l) => Lookup::One(l.load),
+    }
 }
 
 /// Whether a record of class `name` decodes as `T`.

@@ -3,5 +3,6 @@
 //! Rust-written records alike.
 
 pub mod census;
+pub mod dump;
 pub mod instances;
 pub mod verify;

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod census;
+mod dump;
 mod info;
 mod output;
 mod pack;
@@ -19,8 +20,8 @@ mod verify;
 #[derive(Debug, Parser)]
 #[command(name = "durus", version)]
 #[command(
-    after_help = "Exit status: 0 on success, 1 when `verify` finds a problem, \
-                        2 on a usage error or a file that cannot be opened."
+    after_help = "Exit status: 0 on success, 1 when `verify` finds a problem or `dump` \
+                        meets an object it cannot show in full, 2 on a usage error or a file that cannot be opened."
 )]
 struct Cli {
     /// Log level for diagnostics on stderr (error, warn, info, debug, trace).
@@ -37,6 +38,7 @@ enum Command {
     Repair(repair::Args),
     Pack(pack::Args),
     Census(census::Args),
+    Dump(dump::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Repair(args) => repair::run(&args),
         Command::Pack(args) => pack::run(&args),
         Command::Census(args) => census::run(&args),
+        Command::Dump(args) => dump::run(&args),
     };
     match result {
         Ok(code) => code,
