@@ -58,6 +58,11 @@ impl Cache {
     /// Ghosts least recently used saved objects not accessed in the current
     /// transaction until about `size` cells are live.
     pub(crate) fn shrink(&mut self, current_serial: u64) {
+        // Dead entries count here too, so this bound is cheap and safe:
+        // most commits end with no walk over the cache at all.
+        if self.objects.len() <= self.size {
+            return;
+        }
         let mut count = self.count();
         if count <= self.size {
             return;

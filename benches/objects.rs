@@ -1,0 +1,586 @@
+//! Object-level benchmark: `Connection`, `PRef`, `PersistentDict`/`List`
+//! over a `FileStorage`, the Rust side of `scripts/bench-objects` (the
+//! Python Durus 4.3 side is `scripts/bench_objects.py`, which runs the same
+//! workloads on the same object graph).
+//!
+//! ```text
+//! cargo bench --bench objects                  # every workload, a summary on stderr
+//! cargo bench --bench objects -- --quick       # n = 10,000 instead of 100,000
+//! cargo bench --bench objects -- --json        # also one JSON line per workload on stdout
+//! cargo bench --bench objects -- --only read,update
+//! ```
+//!
+//! The objects: `Item { id: i64, name: String, value: f64 }` (name
+//! `"item-<id>"`, value `1.5 * id`). There is no BTree yet, so on both sides
+//! the items are bucketed by `id / 1000` into `PersistentDict<i64,
+//! PRef<Item>>`s, and `root["buckets"]` is a `PersistentList` of them in
+//! bucket order: a commit of 1000 consecutive new items writes one bucket,
+//! its items and the list.
+//!
+//! Workloads:
+//!
+//! * `insert`: n items, a commit every 1000, into a fresh file, fsync off
+//!   (Python Durus never fsyncs); `insert_fsync` with the default fsync'd
+//!   commit. The last `insert` repetition's file is the input of the others.
+//! * `read`: a fresh process opens the file (not timed), then reads the
+//!   three fields of every item in bucket order (`cold_read`, objects/s),
+//!   then does the same again on the same connection (`warm_read`, field
+//!   reads/s, three `read` calls per item as generated getters make them);
+//!   `warm_read_closure` reads the three fields in one `read` call.
+//! * `update`: 10% of the items, drawn by the same pseudo-random sequence as
+//!   Python, `value += 1`, a commit every 100, on a fresh copy of the file
+//!   and a fresh connection per repetition; fsync off, and `update_fsync`.
+//!
+//! The cache size is 2n + 10000, as in the reference, so nothing is ghosted.
+//! Every workload runs in its own child process (this executable again,
+//! with `--worker`), so the peak RSS it reports (VmHWM) is its own; `read`
+//! runs one child per repetition, so that every cold read is cold.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use durus_core::{Connection, FileStorage, PObject, PRef, Persistent, PersistentDict};
+use durus_core::{PersistentList, Result as DurusResult};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// Items per commit while inserting, and per bucket.
+const COMMIT_EVERY: usize = 1000;
+/// Items per bucket dict (`id / BUCKET` is the bucket).
+const BUCKET: usize = 1000;
+/// Part of the items the update workload changes.
+const UPDATE_DIVISOR: usize = 10;
+/// Updates per commit.
+const UPDATE_COMMIT_EVERY: usize = 100;
+/// Warm passes per read process (`BENCH_WARM_PASSES` overrides it, e.g.
+/// to profile the warm read: `perf record ... --worker read ...`).
+const WARM_PASSES: usize = 3;
+/// The key of the bucket list in the root dict.
+const BUCKETS_KEY: &str = "buckets";
+
+type AnyResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// The benchmark object (hand-written `Persistent`).
+#[derive(Debug, Serialize, Deserialize)]
+struct Item {
+    id: i64,
+    name: String,
+    value: f64,
+}
+
+impl Persistent for Item {
+    const CLASS_NAME: &'static str = "bench.Item";
+}
+
+type Bucket = PersistentDict<i64, PRef<Item>>;
+type Buckets = PersistentList<PRef<Bucket>>;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("bench objects: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> AnyResult<()> {
+    let args = Args::parse(std::env::args().skip(1))?;
+    match &args.worker {
+        Some(name) => {
+            let dir = args.dir.clone().ok_or("--worker needs --dir")?;
+            for line in worker(name, &dir, args.n, args.reps)? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        None => drive(&args),
+    }
+}
+
+/// Command line: the driver's flags and the worker's.
+#[derive(Debug, Default)]
+struct Args {
+    quick: bool,
+    json: bool,
+    tmp: Option<PathBuf>,
+    only: Option<Vec<String>>,
+    worker: Option<String>,
+    dir: Option<PathBuf>,
+    n: usize,
+    reps: usize,
+}
+
+impl Args {
+    fn parse(mut it: impl Iterator<Item = String>) -> AnyResult<Args> {
+        let mut args = Args::default();
+        while let Some(arg) = it.next() {
+            let mut value = |flag: &str| it.next().ok_or(format!("{flag} needs a value"));
+            match arg.as_str() {
+                "--bench" => {} // added by `cargo bench`
+                "--quick" => args.quick = true,
+                "--json" => args.json = true,
+                "--tmp" => args.tmp = Some(value("--tmp")?.into()),
+                "--only" => {
+                    args.only = Some(value("--only")?.split(',').map(str::to_owned).collect())
+                }
+                "--worker" => args.worker = Some(value("--worker")?),
+                "--dir" => args.dir = Some(value("--dir")?.into()),
+                "--n" => args.n = value("--n")?.parse()?,
+                "--reps" => args.reps = value("--reps")?.parse()?,
+                other => return Err(format!("unknown argument {other:?}").into()),
+            }
+        }
+        Ok(args)
+    }
+}
+
+/// The workloads in the order the driver runs them: name, repetitions.
+/// `read` repetitions are separate processes; the others run in one.
+const PLAN: &[(&str, usize)] = &[
+    ("insert", 5),
+    ("insert_fsync", 3),
+    ("read", 5),
+    ("update", 5),
+    ("update_fsync", 3),
+];
+
+/// Runs every selected workload in child processes and reports.
+fn drive(args: &Args) -> AnyResult<()> {
+    let n = if args.quick { 10_000 } else { 100_000 };
+    let base = args.tmp.clone().unwrap_or_else(|| {
+        std::env::var_os("BENCH_TMP")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-tmp"))
+    });
+    std::fs::create_dir_all(&base)?;
+    let dir = tempfile::Builder::new()
+        .prefix("rust-objects-")
+        .tempdir_in(&base)?;
+    let exe = std::env::current_exe()?;
+    let selected = |name: &str| {
+        args.only.as_ref().is_none_or(|only| {
+            only.iter()
+                .any(|o| o == name || name.starts_with(&format!("{o}_")))
+        })
+    };
+    // Everything but the fsync'd insert reads the file `insert` leaves.
+    let needs_file = PLAN
+        .iter()
+        .any(|&(name, _)| !name.starts_with("insert") && selected(name));
+    for &(name, reps) in PLAN {
+        if !(selected(name) || (name == "insert" && needs_file)) {
+            continue;
+        }
+        eprintln!("rust: {name} (n = {n}, {reps} reps)");
+        let rows = if name == "read" {
+            // One process per repetition: every cold read is cold.
+            let mut runs = Vec::new();
+            for _ in 0..reps {
+                runs.push(spawn(&exe, name, n, 1, dir.path())?);
+            }
+            merge_reads(&runs)?
+        } else {
+            spawn(&exe, name, n, reps, dir.path())?
+        };
+        for row in rows {
+            if args.json {
+                println!("{row}");
+            }
+            eprintln!("  {}", summary(&row));
+        }
+    }
+    Ok(())
+}
+
+/// Runs one worker process and parses its JSON lines.
+fn spawn(exe: &Path, name: &str, n: usize, reps: usize, dir: &Path) -> AnyResult<Vec<Value>> {
+    let out = Command::new(exe)
+        .args(["--worker", name, "--n", &n.to_string()])
+        .args(["--reps", &reps.to_string(), "--dir"])
+        .arg(dir)
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "worker {name} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    let text = String::from_utf8(out.stdout)?;
+    let mut rows = Vec::new();
+    for line in text.lines().filter(|l| l.starts_with('{')) {
+        rows.push(serde_json::from_str(line)?);
+    }
+    Ok(rows)
+}
+
+/// One row per read workload from the rows of several read processes: all
+/// their timings together, the largest peak RSS.
+fn merge_reads(runs: &[Vec<Value>]) -> AnyResult<Vec<Value>> {
+    let first = runs.first().ok_or("no read runs")?;
+    let mut merged = Vec::new();
+    for row in first {
+        let workload = row["workload"].as_str().ok_or("row without workload")?;
+        let same: Vec<&Value> = runs
+            .iter()
+            .flatten()
+            .filter(|r| r["workload"] == row["workload"])
+            .collect();
+        let secs: Vec<f64> = same
+            .iter()
+            .flat_map(|r| r["secs"].as_array().into_iter().flatten())
+            .filter_map(Value::as_f64)
+            .collect();
+        let rss = same
+            .iter()
+            .filter_map(|r| r["peak_rss_kb"].as_u64())
+            .max()
+            .unwrap_or(0);
+        let mut extra = row["extra"].clone();
+        extra["processes"] = json!(same.len());
+        let items = row["items"].as_u64().ok_or("row without items")?;
+        let unit = row["unit"].as_str().ok_or("row without unit")?;
+        merged.push(result(workload, items, unit, &secs, rss, extra));
+    }
+    Ok(merged)
+}
+
+/// One human-readable line for a result row.
+fn summary(row: &Value) -> String {
+    let f = |k: &str| row[k].as_f64().unwrap_or(f64::NAN);
+    format!(
+        "{}: median {:.0} {}, min {:.0}, max {:.0}, peak RSS {:.1} MiB",
+        row["workload"].as_str().unwrap_or("?"),
+        f("median"),
+        row["unit"].as_str().unwrap_or(""),
+        f("min"),
+        f("max"),
+        f("peak_rss_kb") / 1024.0
+    )
+}
+
+// ---------------------------------------------------------------- helpers
+
+/// Peak resident set size of this process in KiB (VmHWM).
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+fn remove_db(path: &Path) {
+    for suffix in ["", ".pack", ".prepack"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
+    }
+}
+
+/// The result line (the schema of `benches/storage.rs`): raw seconds per
+/// repetition, and the rate `items / seconds` in `unit` (median, min, max).
+fn result(workload: &str, items: u64, unit: &str, secs: &[f64], rss: u64, extra: Value) -> Value {
+    let mut sorted = secs.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    let median = if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    };
+    let rate = |s: f64| items as f64 / s;
+    json!({
+        "side": "rust",
+        "workload": workload,
+        "items": items,
+        "unit": unit,
+        "reps": secs.len(),
+        "secs": secs,
+        "median": rate(median),
+        "min": rate(sorted[sorted.len() - 1]),
+        "max": rate(sorted[0]),
+        "peak_rss_kb": rss,
+        "extra": extra,
+    })
+}
+
+/// A connection over the file at `path`, with the reference's cache size.
+fn connect(path: &Path, n: usize, fsync: bool) -> DurusResult<Connection> {
+    let conn = Connection::new(FileStorage::options().fsync(fsync).open(path)?)?;
+    conn.set_cache_size(2 * n + 10_000);
+    Ok(conn)
+}
+
+/// The bucket list under the root.
+fn buckets_of(conn: &Connection) -> AnyResult<PRef<Buckets>> {
+    let obj = conn
+        .root()
+        .get(&BUCKETS_KEY.to_string())?
+        .ok_or("the root has no bucket list")?;
+    Ok(obj.downcast::<Buckets>()?)
+}
+
+/// The ids the update workload changes: the first `k` of a partial
+/// Fisher-Yates shuffle of `0..n` driven by xorshift64, as Python draws
+/// them.
+fn update_ids(n: usize, k: usize) -> Vec<usize> {
+    let mut ids: Vec<usize> = (0..n).collect();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for j in 0..k {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let r = j + (x % (n - j) as u64) as usize;
+        ids.swap(j, r);
+    }
+    ids.truncate(k);
+    ids
+}
+
+// ---------------------------------------------------------------- workloads
+
+fn worker(name: &str, dir: &Path, n: usize, reps: usize) -> AnyResult<Vec<Value>> {
+    let reps = reps.max(1);
+    let items = dir.join("items.durus");
+    match name {
+        "insert" => insert(dir, n, reps, false),
+        "insert_fsync" => insert(dir, n, reps, true),
+        "read" => read(&items, n),
+        "update" => update(dir, &items, n, reps, false),
+        "update_fsync" => update(dir, &items, n, reps, true),
+        other => Err(format!("unknown workload {other:?}").into()),
+    }
+}
+
+/// `n` items into a fresh file, a commit every 1000; the fsync-off variant
+/// leaves its last file as `items.durus`.
+fn insert(dir: &Path, n: usize, reps: usize, fsync: bool) -> AnyResult<Vec<Value>> {
+    let path = dir.join(if fsync {
+        "insert-fsync.durus"
+    } else {
+        "insert.durus"
+    });
+    let mut secs = Vec::with_capacity(reps);
+    let mut size = 0;
+    for _ in 0..reps {
+        remove_db(&path);
+        let conn = connect(&path, n, fsync)?;
+        let buckets: PRef<Buckets> = PRef::new(PersistentList::new());
+        conn.root()
+            .insert(BUCKETS_KEY.to_string(), PObject::from(buckets.clone()))?;
+        conn.commit()?;
+        let t = Instant::now();
+        let mut bucket: Option<PRef<Bucket>> = None;
+        for i in 0..n {
+            if i % BUCKET == 0 {
+                let b = PRef::new(PersistentDict::new());
+                buckets.push(b.clone())?;
+                bucket = Some(b);
+            }
+            let item = PRef::new(Item {
+                id: i as i64,
+                name: format!("item-{i}"),
+                value: i as f64 * 1.5,
+            });
+            if let Some(b) = &bucket {
+                b.insert(i as i64, item)?;
+            }
+            if (i + 1) % COMMIT_EVERY == 0 {
+                conn.commit()?;
+            }
+        }
+        conn.commit()?;
+        secs.push(t.elapsed().as_secs_f64());
+        drop(bucket);
+        drop(buckets);
+        drop(conn);
+        size = file_len(&path);
+    }
+    if fsync {
+        remove_db(&path);
+    } else {
+        let items = dir.join("items.durus");
+        remove_db(&items);
+        std::fs::rename(&path, &items)?;
+    }
+    let name = if fsync { "insert_fsync" } else { "insert" };
+    Ok(vec![result(
+        name,
+        n as u64,
+        "objects/s",
+        &secs,
+        peak_rss_kb(),
+        json!({
+            "file_bytes": size,
+            "fsync": fsync,
+            "commits": n.div_ceil(COMMIT_EVERY),
+        }),
+    )])
+}
+
+/// What one pass over every item saw: items, sum of ids, of name lengths,
+/// of values.
+#[derive(Debug, Default, PartialEq)]
+struct Pass {
+    count: u64,
+    ids: i64,
+    name_bytes: usize,
+    values: f64,
+}
+
+/// Reads the three fields of every item in bucket order, each with its own
+/// `read` call (what generated getters do), or all three in one.
+fn pass(buckets: &PRef<Buckets>, one_closure: bool) -> DurusResult<Pass> {
+    let mut p = Pass::default();
+    for bucket in buckets.iter()? {
+        for (_, item) in bucket.iter()? {
+            if one_closure {
+                let (id, len, value) = item.read(|it| (it.id, it.name.len(), it.value))?;
+                p.ids += id;
+                p.name_bytes += len;
+                p.values += value;
+            } else {
+                p.ids += item.read(|it| it.id)?;
+                p.name_bytes += item.read(|it| it.name.len())?;
+                p.values += item.read(|it| it.value)?;
+            }
+            p.count += 1;
+        }
+    }
+    Ok(black_box(p))
+}
+
+/// A cold pass from a freshly opened file, then warm passes on the same
+/// connection.
+fn read(path: &Path, n: usize) -> AnyResult<Vec<Value>> {
+    let t = Instant::now();
+    let conn = connect(path, n, false)?;
+    let buckets = buckets_of(&conn)?;
+    let open_secs = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let cold = pass(&buckets, false)?;
+    let cold_secs = t.elapsed().as_secs_f64();
+    let loads = conn.load_count();
+
+    let n64 = n as i64;
+    let expect = Pass {
+        count: n as u64,
+        ids: n64 * (n64 - 1) / 2,
+        name_bytes: cold.name_bytes,
+        values: cold.values,
+    };
+    if cold.count != expect.count || cold.ids != expect.ids {
+        return Err(format!("cold read saw {cold:?}, expected {} items", n).into());
+    }
+    let passes = std::env::var("BENCH_WARM_PASSES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(WARM_PASSES)
+        .max(1);
+    let mut warm = Vec::with_capacity(passes);
+    let mut warm_closure = Vec::with_capacity(passes);
+    for _ in 0..passes {
+        let t = Instant::now();
+        let p = pass(&buckets, false)?;
+        warm.push(t.elapsed().as_secs_f64());
+        if p != expect {
+            return Err(format!("warm read saw {p:?}, expected {expect:?}").into());
+        }
+        let t = Instant::now();
+        let p = pass(&buckets, true)?;
+        warm_closure.push(t.elapsed().as_secs_f64());
+        if p != expect {
+            return Err(format!("warm read saw {p:?}, expected {expect:?}").into());
+        }
+    }
+    if conn.load_count() != loads {
+        return Err("a warm pass loaded objects: the cache ghosted some".into());
+    }
+    let rss = peak_rss_kb();
+    let fields = 3 * n as u64;
+    Ok(vec![
+        result(
+            "cold_read",
+            n as u64,
+            "objects/s",
+            &[cold_secs],
+            rss,
+            json!({ "open_secs": open_secs, "loads": loads, "file_bytes": file_len(path) }),
+        ),
+        result(
+            "warm_read",
+            fields,
+            "field reads/s",
+            &warm,
+            rss,
+            json!({ "passes": passes, "reads_per_item": 3 }),
+        ),
+        result(
+            "warm_read_closure",
+            fields,
+            "field reads/s",
+            &warm_closure,
+            rss,
+            json!({ "passes": passes, "reads_per_item": 1 }),
+        ),
+    ])
+}
+
+/// 10% of the items, `value += 1`, a commit every 100, each repetition on a
+/// fresh copy of `items.durus` with a fresh connection.
+fn update(dir: &Path, items: &Path, n: usize, reps: usize, fsync: bool) -> AnyResult<Vec<Value>> {
+    let work = dir.join("update.durus");
+    let k = n / UPDATE_DIVISOR;
+    let ids = update_ids(n, k);
+    let mut secs = Vec::with_capacity(reps);
+    let mut size = 0;
+    for _ in 0..reps {
+        remove_db(&work);
+        std::fs::copy(items, &work)?;
+        let conn = connect(&work, n, fsync)?;
+        let buckets = buckets_of(&conn)?;
+        let t = Instant::now();
+        for (j, &i) in ids.iter().enumerate() {
+            let bucket = buckets.get(i / BUCKET)?.ok_or("missing bucket")?;
+            let item = bucket.get(&(i as i64))?.ok_or("missing item")?;
+            item.write(|it| it.value += 1.0)?;
+            if (j + 1) % UPDATE_COMMIT_EVERY == 0 {
+                conn.commit()?;
+            }
+        }
+        conn.commit()?;
+        secs.push(t.elapsed().as_secs_f64());
+        conn.abort();
+        let first = ids[0];
+        let bucket = buckets.get(first / BUCKET)?.ok_or("missing bucket")?;
+        let item = bucket.get(&(first as i64))?.ok_or("missing item")?;
+        let value = item.read(|it| it.value)?;
+        if value != first as f64 * 1.5 + 1.0 {
+            return Err(format!("item {first} has value {value} after the update").into());
+        }
+        drop(conn);
+        size = file_len(&work);
+        remove_db(&work);
+    }
+    let name = if fsync { "update_fsync" } else { "update" };
+    Ok(vec![result(
+        name,
+        k as u64,
+        "objects/s",
+        &secs,
+        peak_rss_kb(),
+        json!({ "file_bytes": size, "fsync": fsync, "commits": k.div_ceil(UPDATE_COMMIT_EVERY) }),
+    )])
+}
