@@ -36,6 +36,8 @@
 //! with `--worker`), so the peak RSS it reports (VmHWM) is its own; `read`
 //! runs one child per repetition, so that every cold read is cold.
 
+mod common;
+
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -45,6 +47,8 @@ use durus_core::{Connection, FileStorage, PObject, PRef, Persistent, PersistentD
 use durus_core::{PersistentList, Result as DurusResult};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+
+use common::{file_len, peak_rss_kb, remove_db, AnyResult, Args};
 
 /// Items per commit while inserting, and per bucket.
 const COMMIT_EVERY: usize = 1000;
@@ -59,8 +63,6 @@ const UPDATE_COMMIT_EVERY: usize = 100;
 const WARM_PASSES: usize = 3;
 /// The key of the bucket list in the root dict.
 const BUCKETS_KEY: &str = "buckets";
-
-type AnyResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// The benchmark object (hand-written `Persistent`).
 #[derive(Debug, Serialize, Deserialize)]
@@ -95,43 +97,6 @@ fn run() -> AnyResult<()> {
             Ok(())
         }
         None => drive(&args),
-    }
-}
-
-/// Command line: the driver's flags and the worker's.
-#[derive(Debug, Default)]
-struct Args {
-    quick: bool,
-    json: bool,
-    tmp: Option<PathBuf>,
-    only: Option<Vec<String>>,
-    worker: Option<String>,
-    dir: Option<PathBuf>,
-    n: usize,
-    reps: usize,
-}
-
-impl Args {
-    fn parse(mut it: impl Iterator<Item = String>) -> AnyResult<Args> {
-        let mut args = Args::default();
-        while let Some(arg) = it.next() {
-            let mut value = |flag: &str| it.next().ok_or(format!("{flag} needs a value"));
-            match arg.as_str() {
-                "--bench" => {} // added by `cargo bench`
-                "--quick" => args.quick = true,
-                "--json" => args.json = true,
-                "--tmp" => args.tmp = Some(value("--tmp")?.into()),
-                "--only" => {
-                    args.only = Some(value("--only")?.split(',').map(str::to_owned).collect())
-                }
-                "--worker" => args.worker = Some(value("--worker")?),
-                "--dir" => args.dir = Some(value("--dir")?.into()),
-                "--n" => args.n = value("--n")?.parse()?,
-                "--reps" => args.reps = value("--reps")?.parse()?,
-                other => return Err(format!("unknown argument {other:?}").into()),
-            }
-        }
-        Ok(args)
     }
 }
 
@@ -262,31 +227,6 @@ fn summary(row: &Value) -> String {
 }
 
 // ---------------------------------------------------------------- helpers
-
-/// Peak resident set size of this process in KiB (VmHWM).
-fn peak_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
-fn remove_db(path: &Path) {
-    for suffix in ["", ".pack", ".prepack"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        let _ = std::fs::remove_file(PathBuf::from(p));
-    }
-}
 
 /// The result line (the schema of `benches/storage.rs`): raw seconds per
 /// repetition, and the rate `items / seconds` in `unit` (median, min, max).

@@ -26,6 +26,8 @@
 //! with `--worker`), so the peak RSS it reports (VmHWM) is that workload's.
 //! Records are built before the clock starts; only storage calls are timed.
 
+mod common;
+
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,6 +37,8 @@ use durus_core::format::record;
 use durus_core::{FileStorage, Oid, Storage};
 use serde_json::{json, Value};
 
+use common::{file_len, peak_rss_kb, remove_db, AnyResult, Args};
+
 /// Bytes of pseudo-random payload every record's data carries.
 const PAYLOAD: usize = 56;
 /// The pool the payloads are sliced from.
@@ -43,8 +47,6 @@ const POOL_LEN: usize = 1 << 16;
 const BUILD_TXN: usize = 1000;
 /// Every GARBAGE_STEP-th node is overwritten without its leaves.
 const GARBAGE_STEP: usize = 10;
-
-type AnyResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 fn main() {
     if let Err(e) = run() {
@@ -63,43 +65,6 @@ fn run() -> AnyResult<()> {
             Ok(())
         }
         None => drive(&args),
-    }
-}
-
-/// Command line: the driver's flags and the worker's.
-#[derive(Debug, Default)]
-struct Args {
-    quick: bool,
-    json: bool,
-    tmp: Option<PathBuf>,
-    only: Option<Vec<String>>,
-    worker: Option<String>,
-    dir: Option<PathBuf>,
-    n: usize,
-    reps: usize,
-}
-
-impl Args {
-    fn parse(mut it: impl Iterator<Item = String>) -> AnyResult<Args> {
-        let mut args = Args::default();
-        while let Some(arg) = it.next() {
-            let mut value = |flag: &str| it.next().ok_or(format!("{flag} needs a value"));
-            match arg.as_str() {
-                "--bench" => {} // added by `cargo bench`
-                "--quick" => args.quick = true,
-                "--json" => args.json = true,
-                "--tmp" => args.tmp = Some(value("--tmp")?.into()),
-                "--only" => {
-                    args.only = Some(value("--only")?.split(',').map(str::to_owned).collect())
-                }
-                "--worker" => args.worker = Some(value("--worker")?),
-                "--dir" => args.dir = Some(value("--dir")?.into()),
-                "--n" => args.n = value("--n")?.parse()?,
-                "--reps" => args.reps = value("--reps")?.parse()?,
-                other => return Err(format!("unknown argument {other:?}").into()),
-            }
-        }
-        Ok(args)
     }
 }
 
@@ -283,31 +248,6 @@ impl Tree {
 
 fn open_nosync(path: &Path) -> durus_core::Result<FileStorage> {
     FileStorage::options().fsync(false).open(path)
-}
-
-/// Peak resident set size of this process in KiB (VmHWM).
-fn peak_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
-fn remove_db(path: &Path) {
-    for suffix in ["", ".pack", ".prepack"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        let _ = std::fs::remove_file(PathBuf::from(p));
-    }
 }
 
 /// The result line: raw seconds per repetition and the summary in `unit`
