@@ -4,38 +4,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use durus::format::class_name::write_cbor_header;
 use durus::format::record;
 use durus::{Error, FileStorage, Oid, Storage, StorageExt};
 use serde_json::Value;
 
-/// What a run of the binary printed and how it exited.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
-    }
-}
-
-fn durus(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_durus"))
-        .args(args)
-        .output()
-        .expect("the durus binary runs");
-    Run {
-        code: out.status.code().expect("exited, not killed by a signal"),
-        stdout: String::from_utf8(out.stdout).expect("UTF-8 stdout"),
-        stderr: String::from_utf8(out.stderr).expect("UTF-8 stderr"),
-    }
-}
+mod common;
+use common::{durus, Run};
 
 fn durus_on(args: &[&str], path: &Path) -> Run {
     let mut all: Vec<&str> = args.to_vec();

@@ -2,13 +2,15 @@
 //! layer (CBOR records) and a pickled record as Python Durus writes it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use durus::format::class_name::write_cbor_header;
 use durus::format::record;
 use durus::{Connection, FileStorage, Oid, PObject, PRef, PersistentList, Storage, StorageExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+
+mod common;
+use common::{durus, Run};
 
 #[derive(Serialize, Deserialize)]
 struct Item {
@@ -22,39 +24,11 @@ impl durus::Persistent for Item {
     const CLASS_NAME: &'static str = "shop.Item";
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
-    }
-
-    /// The header lines (`oid N  class  (...)`), in output order.
-    fn headers(&self) -> Vec<&str> {
-        self.stdout
-            .lines()
-            .filter(|l| l.starts_with("oid "))
-            .collect()
-    }
-}
-
 fn dump(path: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_durus"))
-        .arg("dump")
-        .arg(path)
-        .args(args)
-        .output()
-        .expect("the durus binary runs");
-    Run {
-        code: out.status.code().expect("exited, not killed by a signal"),
-        stdout: String::from_utf8(out.stdout).expect("UTF-8 stdout"),
-        stderr: String::from_utf8(out.stderr).expect("UTF-8 stderr"),
-    }
+    let path = path.to_str().expect("UTF-8 temp path");
+    let mut all = vec!["dump", path];
+    all.extend_from_slice(args);
+    durus(&all)
 }
 
 /// Root (0) → "a1": Item (1) → tags list (2). Item "B2" (3) was in the
