@@ -32,7 +32,8 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 # The storage benchmark's plumbing: peak RSS, file helpers, reading JSON lines.
-from bench_storage import file_len, peak_rss_kb, read_rows, remove_db  # noqa: E402
+from bench_storage import (file_len, parse_opts, peak_rss_kb, read_rows,  # noqa: E402
+                           remove_db)
 
 COMMIT_EVERY = 1000
 BUCKET = 1000
@@ -341,18 +342,7 @@ def report(rust_path, durus_path):
 def main(argv):
     if argv and argv[0] == "report":
         return report(argv[1], argv[2])
-    opts = dict(quick=False, json=False, tmp=None, only=None, worker=None,
-                dir=None, n=0, reps=1)
-    it = iter(argv)
-    for arg in it:
-        if arg == "--quick":
-            opts["quick"] = True
-        elif arg == "--json":
-            opts["json"] = True
-        elif arg in ("--tmp", "--only", "--worker", "--dir", "--n", "--reps"):
-            opts[arg[2:]] = next(it)
-        else:
-            raise SystemExit("unknown argument %r" % arg)
+    opts = parse_opts(argv)
     if opts["worker"]:
         # Durus logs every commit at INFO to stderr; measure it quiet.
         import logging

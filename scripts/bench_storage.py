@@ -442,9 +442,8 @@ def report(rust_path, durus_path):
     return 1 if problems else 0
 
 
-def main(argv):
-    if argv and argv[0] == "report":
-        return report(argv[1], argv[2])
+def parse_opts(argv):
+    """The driver's and the worker's flags (shared with bench_objects.py)."""
     opts = dict(quick=False, json=False, tmp=None, only=None, worker=None,
                 dir=None, n=0, reps=1)
     it = iter(argv)
@@ -457,6 +456,13 @@ def main(argv):
             opts[arg[2:]] = next(it)
         else:
             raise SystemExit("unknown argument %r" % arg)
+    return opts
+
+
+def main(argv):
+    if argv and argv[0] == "report":
+        return report(argv[1], argv[2])
+    opts = parse_opts(argv)
     if opts["worker"]:
         # Durus logs every commit at INFO to stderr (its logger sets that
         # level when imported); measure it quiet.
