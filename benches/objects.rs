@@ -383,8 +383,9 @@ struct Pass {
 /// `read` call (what generated getters do), or all three in one.
 fn pass(buckets: &PRef<Buckets>, one_closure: bool) -> DurusResult<Pass> {
     let mut p = Pass::default();
-    for bucket in buckets.iter()? {
-        for (_, item) in bucket.iter()? {
+    // In place, as Python's `for key, obj in bucket.items()`: no snapshot.
+    buckets.for_each(|bucket| {
+        bucket.for_each(|_, item| {
             if one_closure {
                 let (id, len, value) = item.read(|it| (it.id, it.name.len(), it.value))?;
                 p.ids += id;
@@ -396,8 +397,9 @@ fn pass(buckets: &PRef<Buckets>, one_closure: bool) -> DurusResult<Pass> {
                 p.values += item.read(|it| it.value)?;
             }
             p.count += 1;
-        }
-    }
+            Ok(())
+        })
+    })?;
     Ok(black_box(p))
 }
 

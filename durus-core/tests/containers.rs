@@ -376,6 +376,111 @@ fn nested_containers_are_separate_objects() {
     }
 }
 
+#[test]
+fn borrowing_views_visit_stored_contents_in_place_and_in_order() {
+    for backend in Backend::both() {
+        let name = backend.name();
+        {
+            let conn = backend.connect();
+            store(
+                &conn,
+                "d",
+                [(2, key("b")), (1, key("a"))]
+                    .into_iter()
+                    .collect::<PersistentDict<i32, String>>(),
+            );
+            store(
+                &conn,
+                "l",
+                [3, 1, 2].into_iter().collect::<PersistentList<i32>>(),
+            );
+            store(
+                &conn,
+                "s",
+                [3, 1, 2].into_iter().collect::<PersistentSet<i32>>(),
+            );
+        }
+        let conn = backend.connect();
+        let d = at::<PersistentDict<i32, String>>(&conn, "d");
+        let l = at::<PersistentList<i32>>(&conn, "l");
+        let s = at::<PersistentSet<i32>>(&conn, "s");
+        let entries = d
+            .read(|d| d.iter().map(|(k, v)| format!("{k}{v}")).collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(entries, ["1a", "2b"], "{name}");
+        assert_eq!(
+            d.read(|d| (d.len(), d.get(&2).cloned(), d.contains_key(&3)))
+                .unwrap(),
+            (2, Some(key("b")), false)
+        );
+        assert_eq!(
+            l.read(|l| l.as_slice().to_vec()).unwrap(),
+            [3, 1, 2],
+            "{name}"
+        );
+        assert_eq!(
+            l.read(|l| (l.len(), l.get(1).copied())).unwrap(),
+            (3, Some(1))
+        );
+        assert_eq!(
+            s.read(|s| s.iter().copied().collect::<Vec<_>>()).unwrap(),
+            [1, 2, 3]
+        );
+        assert!(s.read(|s| s.contains(&2) && !s.is_empty()).unwrap());
+
+        let mut seen = Vec::new();
+        d.for_each(|k, v| {
+            seen.push((*k, v.clone()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, [(1, key("a")), (2, key("b"))], "{name}");
+        let mut sum = 0;
+        l.for_each(|x| {
+            sum += x;
+            Ok(())
+        })
+        .unwrap();
+        s.for_each(|x| {
+            sum += 10 * x;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(sum, 66, "{name}");
+        // Nothing was changed, so a commit writes nothing.
+        let loads = conn.load_count();
+        conn.commit().unwrap();
+        assert_eq!(conn.load_count(), loads);
+    }
+}
+
+#[test]
+fn for_each_stops_at_the_first_error_and_refuses_changes_to_its_container() {
+    let conn = Backend::memory().connect();
+    let l = store(
+        &conn,
+        "l",
+        [1, 2, 3].into_iter().collect::<PersistentList<i32>>(),
+    );
+    let mut visited = Vec::new();
+    let err = l
+        .for_each(|x| {
+            visited.push(*x);
+            if *x == 2 {
+                Err(Error::OutOfRange { index: 2, len: 0 })
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::OutOfRange { index: 2, .. }), "{err}");
+    assert_eq!(visited, [1, 2]);
+    // Changing the list it walks is refused, not a panic or a torn walk.
+    let err = l.for_each(|_| l.push(9)).unwrap_err();
+    assert!(err.to_string().contains("already borrowed"), "{err}");
+    assert_eq!(l.iter().unwrap().collect::<Vec<_>>(), [1, 2, 3]);
+}
+
 // ---- model-based tests ------------------------------------------------
 
 /// What the model test does between operations on the container.

@@ -139,3 +139,20 @@ fn failed_fsync_refuses_further_writes_until_reopened() {
     assert_eq!(again.load(Oid(0)).unwrap(), rec(0, "root", &[]));
     commit(&mut again, vec![rec(0, "root v4", &[])]);
 }
+
+#[test]
+fn loads_never_serve_stale_bytes_from_past_the_end_of_the_valid_data() {
+    // Bytes past the last transaction (a torn tail another writer left, or
+    // garbage) are overwritten by the next commit; a load that read around
+    // them before must not keep them.
+    let disk = FlakyDisk::default();
+    let mut s = open(&disk, FileStorageOptions::new());
+    s.new_oid().unwrap();
+    commit(&mut s, vec![rec(0, "root", &[])]);
+    disk.bytes.lock().unwrap().extend_from_slice(&[0xEE; 300]);
+    assert_eq!(s.load(Oid(0)).unwrap(), rec(0, "root", &[]));
+    let oid = s.new_oid().unwrap();
+    commit(&mut s, vec![rec(oid.0, "after the garbage", &[])]);
+    assert_eq!(s.load(oid).unwrap(), rec(oid.0, "after the garbage", &[]));
+    assert_eq!(s.load(Oid(0)).unwrap(), rec(0, "root", &[]));
+}

@@ -35,6 +35,40 @@ impl<K: Element + Ord, V: Element> PersistentDict<K, V> {
     }
 }
 
+/// Borrowing views, for use inside [`PRef::read`]: they visit the entries
+/// in place, where the handle's methods return clones.
+///
+/// ```
+/// # use durus_core::{PRef, PersistentDict};
+/// let d: PRef<PersistentDict<u32, String>> = PRef::new([(1, "a".to_string())].into_iter().collect());
+/// let total = d.read(|d| d.iter().map(|(k, v)| *k as usize + v.len()).sum::<usize>())?;
+/// assert_eq!(total, 2);
+/// # Ok::<(), durus_core::Error>(())
+/// ```
+impl<K: Ord, V> PersistentDict<K, V> {
+    /// The entries in key order.
+    pub fn iter(&self) -> std::collections::btree_map::Iter<'_, K, V> {
+        self.data.iter()
+    }
+
+    /// The value for `key`.
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.data.get(key)
+    }
+
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.data.contains_key(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
 impl<K: Element + Ord, V: Element> FromIterator<(K, V)> for PersistentDict<K, V> {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         PersistentDict {
@@ -103,6 +137,12 @@ impl<K: Element + Ord, V: Element> PRef<PersistentDict<K, V>> {
     /// Removes every entry.
     pub fn clear(&self) -> Result<()> {
         self.write(|d| d.data.clear())
+    }
+
+    /// Calls `f` on every entry in key order, in place (no snapshot: `f`
+    /// must not change this dict), stopping at the first error.
+    pub fn for_each(&self, mut f: impl FnMut(&K, &V) -> Result<()>) -> Result<()> {
+        self.read(|d| d.data.iter().try_for_each(|(k, v)| f(k, v)))?
     }
 }
 

@@ -25,6 +25,31 @@ impl<T: Element> PersistentList<T> {
     }
 }
 
+/// Borrowing views, for use inside [`PRef::read`] (the handle's methods
+/// return clones).
+impl<T> PersistentList<T> {
+    /// The elements in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.data.iter()
+    }
+
+    pub fn as_slice(&self) -> &[T] {
+        &self.data
+    }
+
+    pub fn get(&self, index: usize) -> Option<&T> {
+        self.data.get(index)
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
 impl<T: Element> FromIterator<T> for PersistentList<T> {
     fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
         PersistentList {
@@ -98,5 +123,11 @@ impl<T: Element> PRef<PersistentList<T>> {
 
     pub fn clear(&self) -> Result<()> {
         self.write(|l| l.data.clear())
+    }
+
+    /// Calls `f` on every element in order, in place (no snapshot: `f`
+    /// must not change this list), stopping at the first error.
+    pub fn for_each(&self, mut f: impl FnMut(&T) -> Result<()>) -> Result<()> {
+        self.read(|l| l.data.iter().try_for_each(&mut f))?
     }
 }

@@ -29,6 +29,27 @@ impl<T: Element + Ord> PersistentSet<T> {
     }
 }
 
+/// Borrowing views, for use inside [`PRef::read`] (the handle's methods
+/// return clones).
+impl<T: Ord> PersistentSet<T> {
+    /// The elements in order.
+    pub fn iter(&self) -> std::collections::btree_set::Iter<'_, T> {
+        self.data.iter()
+    }
+
+    pub fn contains(&self, value: &T) -> bool {
+        self.data.contains(value)
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
 impl<T: Element + Ord> FromIterator<T> for PersistentSet<T> {
     fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
         PersistentSet {
@@ -77,5 +98,11 @@ impl<T: Element + Ord> PRef<PersistentSet<T>> {
 
     pub fn clear(&self) -> Result<()> {
         self.write(|s| s.data.clear())
+    }
+
+    /// Calls `f` on every element in order, in place (no snapshot: `f`
+    /// must not change this set), stopping at the first error.
+    pub fn for_each(&self, mut f: impl FnMut(&T) -> Result<()>) -> Result<()> {
+        self.read(|s| s.data.iter().try_for_each(&mut f))?
     }
 }

@@ -1,6 +1,8 @@
 //! Object identifiers.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::error::{Error, Result};
 
@@ -55,6 +57,32 @@ impl fmt::Debug for Oid {
     }
 }
 
+/// A hasher for in-memory maps keyed by oid. Oids are dense small
+/// integers, so one multiplication (Fibonacci hashing) spreads them over
+/// the table; SipHash's protection against chosen keys buys nothing here,
+/// as the keys are the database's own oids.
+#[derive(Default, Clone, Copy)]
+pub struct OidHasher(u64);
+
+impl Hasher for OidHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A `HashMap` keyed by oid with [`OidHasher`].
+pub type OidHashMap<V> = HashMap<Oid, V, BuildHasherDefault<OidHasher>>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +99,15 @@ mod tests {
         assert!(Oid::from_slice(&[0; 4]).is_err());
         assert!(Oid::from_slice(&[0; 9]).is_err());
         assert_eq!(Oid::from_slice(&[0xff; 8]).unwrap(), Oid(u64::MAX));
+    }
+
+    #[test]
+    fn oid_hasher_spreads_dense_oids_over_the_top_bits() {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let build = BuildHasherDefault::<OidHasher>::default();
+        let tops: std::collections::HashSet<u64> =
+            (0..128).map(|n| build.hash_one(Oid(n)) >> 57).collect();
+        // hashbrown keeps the top 7 bits as a tag: dense oids must not share one.
+        assert!(tops.len() > 64, "only {} distinct tags", tops.len());
     }
 }

@@ -2,24 +2,27 @@
 //! objects strongly; least recently used saved objects ghosted when the
 //! cache holds more than its size.
 
-use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
+use crate::format::oid::OidHashMap;
 use crate::format::Oid;
 use crate::object::cell::{ObjectCell, Status};
 
 pub(crate) struct Cache {
-    objects: HashMap<Oid, Weak<ObjectCell>>,
-    /// Accessed objects, kept alive until the cache shrinks past them.
-    recent: HashMap<Oid, Rc<ObjectCell>>,
+    objects: OidHashMap<Weak<ObjectCell>>,
+    /// Accessed objects with the serial of the access, kept alive until
+    /// the cache shrinks past them. A cell is pushed once per transaction
+    /// that accesses it; entries whose serial is no longer the cell's are
+    /// stale and dropped when the list is compacted.
+    recent: Vec<(u64, Rc<ObjectCell>)>,
     size: usize,
 }
 
 impl Cache {
     pub(crate) fn new(size: usize) -> Self {
         Cache {
-            objects: HashMap::new(),
-            recent: HashMap::new(),
+            objects: OidHashMap::default(),
+            recent: Vec::new(),
             size: size.max(1),
         }
     }
@@ -40,13 +43,15 @@ impl Cache {
         self.objects.insert(oid, Rc::downgrade(cell));
     }
 
+    /// Forgets the cell cached for `oid` (it stays alive in `recent` until
+    /// the next shrink; nothing finds it by oid any more).
     pub(crate) fn remove(&mut self, oid: Oid) {
         self.objects.remove(&oid);
-        self.recent.remove(&oid);
     }
 
-    pub(crate) fn note_access(&mut self, oid: Oid, cell: &Rc<ObjectCell>) {
-        self.recent.entry(oid).or_insert_with(|| cell.clone());
+    /// Notes the first access of `cell` in the transaction `serial`.
+    pub(crate) fn note_access(&mut self, serial: u64, cell: &Rc<ObjectCell>) {
+        self.recent.push((serial, cell.clone()));
     }
 
     /// Live cells (ghosts included), after dropping dead entries.
@@ -58,6 +63,7 @@ impl Cache {
     /// Ghosts least recently used saved objects not accessed in the current
     /// transaction until about `size` cells are live.
     pub(crate) fn shrink(&mut self, current_serial: u64) {
+        self.compact();
         // Dead entries count here too, so this bound is cheap and safe:
         // most commits end with no walk over the cache at all.
         if self.objects.len() <= self.size {
@@ -67,26 +73,35 @@ impl Cache {
         if count <= self.size {
             return;
         }
-        let mut candidates: Vec<(u64, Oid)> = self
-            .recent
-            .iter()
-            .filter(|(_, c)| c.serial.get() != current_serial)
-            .map(|(&oid, c)| (c.serial.get(), oid))
-            .collect();
-        candidates.sort_unstable();
-        for (_, oid) in candidates {
-            if count <= self.size {
+        // Without stale entries, `recent` holds one entry per cell in the
+        // order of their last access: the front is the least recently used.
+        self.recent
+            .retain(|(serial, cell)| cell.serial.get() == *serial);
+        let mut evicted = 0;
+        for (serial, cell) in &self.recent {
+            if count <= self.size || *serial == current_serial {
                 break;
             }
-            if let Some(cell) = self.recent.remove(&oid) {
-                if cell.status.get() == Status::Saved {
-                    cell.ghostify();
-                }
-                if Rc::strong_count(&cell) == 1 {
-                    count -= 1;
-                }
+            if cell.status.get() == Status::Saved {
+                cell.ghostify();
+            }
+            evicted += 1;
+            // Dropping our reference below frees it unless a handle holds it.
+            if Rc::strong_count(cell) == 1 {
+                count -= 1;
             }
         }
+        self.recent.drain(..evicted);
         self.count();
+    }
+
+    /// Drops stale entries of `recent` once they are as many as the live
+    /// ones (amortised: each entry is looked at O(1) times).
+    fn compact(&mut self) {
+        if self.recent.len() < 1024 || self.recent.len() < 2 * self.objects.len() {
+            return;
+        }
+        self.recent
+            .retain(|(serial, cell)| cell.serial.get() == *serial);
     }
 }

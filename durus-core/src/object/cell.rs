@@ -18,17 +18,33 @@ pub(crate) enum Status {
     Ghost,
 }
 
+/// The tie between a stored object and its connection.
+pub(crate) struct Link {
+    pub(crate) conn: Weak<ConnInner>,
+    /// The connection's transaction serial, shared so that "already
+    /// accessed in this transaction" is one comparison on every read, with
+    /// no upgrade of `conn`.
+    pub(crate) serial: Rc<Cell<u64>>,
+}
+
+/// `repr(C)` keeps what every read touches (status, serial, link, state)
+/// together at the front: a warm read of a large object graph is bound by
+/// the cache lines it touches per object.
+#[repr(C)]
 pub(crate) struct ObjectCell {
-    pub(crate) oid: Cell<Option<Oid>>,
-    /// The connection that stores it; dangling for a never-stored object.
-    pub(crate) conn: RefCell<Weak<ConnInner>>,
     pub(crate) status: Cell<Status>,
+    /// Set when a pack removed the object and its oid went to a new one:
+    /// this cell is no longer the connection's object for the oid.
+    pub(crate) displaced: Cell<bool>,
     /// The connection's transaction serial at the last access.
     pub(crate) serial: Cell<u64>,
-    /// The class name the record (or the creating type) gives.
-    pub(crate) class: RefCell<Rc<str>>,
+    /// `None` for an object never stored.
+    pub(crate) link: RefCell<Option<Link>>,
     /// The state; `None` exactly when a ghost.
     pub(crate) state: RefCell<Option<Box<dyn State>>>,
+    pub(crate) oid: Cell<Option<Oid>>,
+    /// The class name the record (or the creating type) gives.
+    pub(crate) class: RefCell<Rc<str>>,
 }
 
 impl ObjectCell {
@@ -36,28 +52,40 @@ impl ObjectCell {
     pub(crate) fn new_unsaved(state: Box<dyn State>) -> Rc<ObjectCell> {
         Rc::new(ObjectCell {
             oid: Cell::new(None),
-            conn: RefCell::new(Weak::new()),
             status: Cell::new(Status::Unsaved),
+            displaced: Cell::new(false),
             serial: Cell::new(0),
+            link: RefCell::new(None),
             class: RefCell::new(Rc::from(state.class())),
             state: RefCell::new(Some(state)),
         })
     }
 
     /// A ghost of a stored object.
-    pub(crate) fn new_ghost(oid: Oid, conn: &Rc<ConnInner>, class: &str) -> Rc<ObjectCell> {
+    pub(crate) fn new_ghost(oid: Oid, link: Link, class: &str) -> Rc<ObjectCell> {
         Rc::new(ObjectCell {
             oid: Cell::new(Some(oid)),
-            conn: RefCell::new(Rc::downgrade(conn)),
             status: Cell::new(Status::Ghost),
+            displaced: Cell::new(false),
             serial: Cell::new(0),
+            link: RefCell::new(Some(link)),
             class: RefCell::new(Rc::from(class)),
             state: RefCell::new(None),
         })
     }
 
     pub(crate) fn connection(&self) -> Option<Rc<ConnInner>> {
-        self.conn.borrow().upgrade()
+        self.link.borrow().as_ref().and_then(|l| l.conn.upgrade())
+    }
+
+    /// True unless the object is stored and has not been accessed in its
+    /// connection's current transaction (the fast path of every read).
+    #[inline]
+    pub(crate) fn accessed(&self) -> bool {
+        match &*self.link.borrow() {
+            Some(link) => self.serial.get() == link.serial.get(),
+            None => true,
+        }
     }
 
     pub(crate) fn class_name(&self) -> Rc<str> {
@@ -77,7 +105,7 @@ impl ObjectCell {
     /// Forgets the oid and connection (a new object whose commit failed).
     pub(crate) fn unstore(&self) {
         self.oid.set(None);
-        *self.conn.borrow_mut() = Weak::new();
+        *self.link.borrow_mut() = None;
         self.status.set(Status::Unsaved);
     }
 }

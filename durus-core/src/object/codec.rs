@@ -50,7 +50,13 @@ thread_local! {
     static READER: RefCell<Option<Rc<ConnInner>>> = const { RefCell::new(None) };
     /// True while decoding a state whose reference tags became maps.
     static UNTAGGED: Cell<bool> = const { Cell::new(false) };
+    /// ciborium's scratch space for strings, kept between decodes
+    /// (`from_reader` zeroes a fresh 4 KiB array on every call).
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_LEN]);
 }
+
+/// The scratch size `ciborium::from_reader` uses.
+const SCRATCH_LEN: usize = 4096;
 
 /// A `PRef` reference with its tag rewritten as a map.
 #[derive(Deserialize)]
@@ -126,19 +132,27 @@ pub(crate) fn decode_state<T: DeserializeOwned>(
     bytes: &[u8],
 ) -> std::result::Result<T, String> {
     let previous = READER.with(|r| r.borrow_mut().replace(conn.clone()));
-    let result = ciborium::from_reader(bytes)
-        .map_err(de_message)
-        .or_else(|first| {
-            decode_untagged(bytes).map_err(|second| {
-                if second == first {
-                    first
-                } else {
-                    format!("{first}; decoded through a value: {second}")
-                }
-            })
-        });
+    let result = decode_direct(bytes).map_err(de_message).or_else(|first| {
+        decode_untagged(bytes).map_err(|second| {
+            if second == first {
+                first
+            } else {
+                format!("{first}; decoded through a value: {second}")
+            }
+        })
+    });
     READER.with(|r| *r.borrow_mut() = previous);
     result
+}
+
+fn decode_direct<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> std::result::Result<T, ciborium::de::Error<std::io::Error>> {
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => ciborium::de::from_reader_with_buffer(bytes, &mut scratch),
+        // A decode inside a decode (a `Deserialize` impl that loads).
+        Err(_) => ciborium::from_reader(bytes),
+    })
 }
 
 fn de_message<E: std::fmt::Debug>(e: ciborium::de::Error<E>) -> String {
@@ -196,7 +210,7 @@ fn note_ref<E: serde::ser::Error>(cell: &Rc<ObjectCell>) -> std::result::Result<
                         "reference to oid {oid} of a different connection (objects cannot refer across databases)"
                     )));
                 }
-                if !ctx.conn.is_current(oid, cell) {
+                if !ctx.conn.is_current(cell) {
                     return Err(E::custom(format!(
                         "reference to an object a pack removed (its oid {oid} now names another object)"
                     )));

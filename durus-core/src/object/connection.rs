@@ -9,7 +9,7 @@ use std::rc::Rc;
 use crate::error::{Error, Result};
 use crate::format::{class_name, Oid, Record};
 use crate::object::cache::Cache;
-use crate::object::cell::{ObjectCell, Status};
+use crate::object::cell::{Link, ObjectCell, Status};
 use crate::object::{codec, registry, PObject, PRef, Persistent};
 use crate::storage::{FileStorage, PackReport, Storage};
 
@@ -40,7 +40,8 @@ pub(crate) struct ConnInner {
     changed: RefCell<Vec<Rc<ObjectCell>>>,
     /// Oids in conflict: loads and commits refuse them until `abort()`.
     invalid: RefCell<BTreeSet<Oid>>,
-    serial: Cell<u64>,
+    /// The transaction serial, shared with every cell of this connection.
+    serial: Rc<Cell<u64>>,
     load_count: Cell<u64>,
     root: RefCell<Option<Rc<ObjectCell>>>,
 }
@@ -64,7 +65,7 @@ impl Connection {
                 cache: RefCell::new(Cache::new(DEFAULT_CACHE_SIZE)),
                 changed: RefCell::new(Vec::new()),
                 invalid: RefCell::new(BTreeSet::new()),
-                serial: Cell::new(1),
+                serial: Rc::new(Cell::new(1)),
                 load_count: Cell::new(0),
                 root: RefCell::new(None),
             }),
@@ -247,7 +248,7 @@ impl ConnInner {
         if let Some(cell) = self.cache.borrow().get(oid) {
             return cell;
         }
-        let cell = ObjectCell::new_ghost(oid, self, class);
+        let cell = ObjectCell::new_ghost(oid, self.link(), class);
         self.cache.borrow_mut().insert(oid, &cell);
         cell
     }
@@ -260,25 +261,32 @@ impl ConnInner {
         Ok(oid)
     }
 
+    fn link(self: &Rc<Self>) -> Link {
+        Link {
+            conn: Rc::downgrade(self),
+            serial: self.serial.clone(),
+        }
+    }
+
     fn adopt_as(self: &Rc<Self>, cell: &Rc<ObjectCell>, oid: Oid) {
         cell.oid.set(Some(oid));
-        *cell.conn.borrow_mut() = Rc::downgrade(self);
+        cell.displaced.set(false);
+        *cell.link.borrow_mut() = Some(self.link());
         let mut cache = self.cache.borrow_mut();
         // A cell still cached under this oid is what is left of an object
         // a pack removed (the storage reuses its oid): it stops being the
         // object for the oid, so it cannot load or overwrite the new one
         // (see `is_current`).
-        cache.remove(oid);
+        if let Some(old) = cache.get(oid) {
+            old.displaced.set(true);
+        }
         cache.insert(oid, cell);
     }
 
-    /// Whether `cell` is this connection's object for `oid`: false for a
+    /// Whether `cell` is this connection's object for its oid: false for a
     /// leftover of a removed object whose oid was given to a new one.
-    pub(crate) fn is_current(&self, oid: Oid, cell: &Rc<ObjectCell>) -> bool {
-        self.cache
-            .borrow()
-            .get(oid)
-            .is_some_and(|c| Rc::ptr_eq(&c, cell))
+    pub(crate) fn is_current(&self, cell: &ObjectCell) -> bool {
+        !cell.displaced.get()
     }
 
     /// Undoes [`ConnInner::adopt`] for new objects of a failed commit.
@@ -296,8 +304,8 @@ impl ConnInner {
         let serial = self.serial.get();
         if cell.serial.get() != serial {
             cell.serial.set(serial);
-            if let Some(oid) = cell.oid.get() {
-                self.cache.borrow_mut().note_access(oid, cell);
+            if cell.oid.get().is_some() {
+                self.cache.borrow_mut().note_access(serial, cell);
             }
         }
     }
@@ -312,7 +320,7 @@ impl ConnInner {
             .oid
             .get()
             .ok_or_else(|| Error::InvalidState("a ghost without an oid".into()))?;
-        if self.invalid.borrow().contains(&oid) || !self.is_current(oid, cell) {
+        if self.invalid.borrow().contains(&oid) || !self.is_current(cell) {
             return Err(Error::ReadConflict { oids: vec![oid] });
         }
         let record = self.load_record(oid)?;

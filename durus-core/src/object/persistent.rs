@@ -24,8 +24,6 @@ pub(crate) trait State: Any {
     /// Appends the record data (class name header and CBOR state).
     fn encode_data(&self, out: &mut Vec<u8>) -> Result<()>;
     fn class(&self) -> &'static str;
-    fn as_any(&self) -> &dyn Any;
-    fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
 impl<T: Persistent> State for T {
@@ -44,13 +42,5 @@ impl<T: Persistent> State for T {
 
     fn class(&self) -> &'static str {
         T::CLASS_NAME
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
     }
 }

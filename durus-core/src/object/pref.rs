@@ -1,5 +1,6 @@
 //! `PRef<T>`: the handle to a persistent object.
 
+use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
 use std::rc::Rc;
@@ -71,34 +72,50 @@ impl<T: Persistent> PRef<T> {
     }
 
     /// Runs `f` on the state (loading a ghost first) and returns its result.
+    #[inline]
     pub fn read<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R> {
-        self.load()?;
-        self.note_access();
+        self.prepare()?;
         let state = self.cell.state.try_borrow().map_err(|_| self.busy())?;
-        let value = state
-            .as_ref()
-            .and_then(|s| s.as_any().downcast_ref::<T>())
-            .ok_or_else(|| self.mismatch())?;
-        Ok(f(value))
+        let any: &dyn Any = match state.as_deref() {
+            Some(state) => state,
+            None => return Err(self.mismatch()),
+        };
+        any.downcast_ref::<T>()
+            .map(f)
+            .ok_or_else(|| self.mismatch())
     }
 
     /// Runs `f` on the state mutably and marks the object changed.
+    #[inline]
     pub fn write<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R> {
-        self.load()?;
-        self.note_access();
+        self.prepare()?;
         self.note_change();
         let mut state = self.cell.state.try_borrow_mut().map_err(|_| self.busy())?;
-        let value = state
-            .as_mut()
-            .and_then(|s| s.as_any_mut().downcast_mut::<T>())
-            .ok_or_else(|| self.mismatch())?;
-        Ok(f(value))
+        let any: &mut dyn Any = match state.as_deref_mut() {
+            Some(state) => state,
+            None => return Err(self.mismatch()),
+        };
+        any.downcast_mut::<T>()
+            .map(f)
+            .ok_or_else(|| self.mismatch())
     }
 
-    fn load(&self) -> Result<()> {
-        if self.cell.status.get() != Status::Ghost {
-            return Ok(());
+    /// Loads a ghost and notes the access; on a loaded object already
+    /// accessed in this transaction (the common case) two comparisons.
+    #[inline]
+    fn prepare(&self) -> Result<()> {
+        if self.cell.status.get() == Status::Ghost {
+            self.load()?;
         }
+        if !self.cell.accessed() {
+            self.note_access();
+        }
+        Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn load(&self) -> Result<()> {
         let conn = self.cell.connection().ok_or_else(|| {
             Error::InvalidState(format!(
                 "oid {:?} is a ghost of a closed connection",
@@ -108,6 +125,8 @@ impl<T: Persistent> PRef<T> {
         conn.load_state::<T>(&self.cell)
     }
 
+    #[cold]
+    #[inline(never)]
     fn note_access(&self) {
         if let Some(conn) = self.cell.connection() {
             conn.note_access(&self.cell);

@@ -13,8 +13,10 @@ use crate::storage::file_io::FileIo;
 use crate::storage::oid_map::{OidMap, OidSet};
 use crate::storage::{PackReport, RecordIter, Storage};
 
-/// How a load first reads a shelf record: most records fit, so one `pread`.
-const FIRST_READ: usize = 512;
+/// The window loads read through: most records are small and many loads
+/// (a cold scan, a crawl) go in file order, so one `pread` serves several.
+/// Larger windows made the random loads of updates slower.
+const LOAD_WINDOW: usize = 8 << 10;
 
 /// Buffer size of the sequential scan at open.
 const SCAN_BUFFER: usize = 1 << 20;
@@ -186,6 +188,9 @@ pub struct FileStorage {
     alloc: OidAllocator,
     poisoned: Option<String>,
     closed: bool,
+    /// Serves `load`; holds only bytes before `end` (immutable until a
+    /// pack replaces the file, which resets it).
+    loader: RecordReader,
 }
 
 impl std::fmt::Debug for FileStorage {
@@ -298,6 +303,7 @@ impl FileStorage {
             invalid: OidSet::new(),
             poisoned: None,
             closed: false,
+            loader: RecordReader::new(LOAD_WINDOW),
         })
     }
 
@@ -413,6 +419,7 @@ impl FileStorage {
     pub(super) fn replace_base(&mut self, file: Box<dyn FileIo>, map: OffsetMap, end: u64) {
         self.alloc = OidAllocator::new(&map);
         self.file = file;
+        self.loader = RecordReader::new(LOAD_WINDOW);
         self.map = map;
         self.index.clear();
         self.end = end;
@@ -708,6 +715,8 @@ fn check_shelf_record(
 /// order (a scan, a pack) cost one system call per window, not per record.
 pub(super) struct RecordReader {
     window: Vec<u8>,
+    /// How much one read asks for (more only for a larger record).
+    capacity: usize,
     start: u64,
     len: usize,
 }
@@ -717,6 +726,7 @@ impl RecordReader {
     pub(super) fn new(capacity: usize) -> Self {
         RecordReader {
             window: vec![0; capacity],
+            capacity,
             start: 0,
             len: 0,
         }
@@ -744,7 +754,7 @@ impl RecordReader {
                 "the data ends {available} bytes into the shelf record"
             )));
         }
-        self.fill(file, path, pos, MIN_SHELF_RECORD_LEN as usize)?;
+        self.fill(file, path, pos, end, MIN_SHELF_RECORD_LEN as usize)?;
         let at = (pos - self.start) as usize;
         let total = shelf::read_u64(&self.window[at..at + 8]).saturating_add(8);
         if total < MIN_SHELF_RECORD_LEN || total > available {
@@ -752,7 +762,7 @@ impl RecordReader {
                 "shelf record length {total} does not fit the {available} bytes that remain"
             )));
         }
-        self.fill(file, path, pos, total as usize)?;
+        self.fill(file, path, pos, end, total as usize)?;
         let at = (pos - self.start) as usize;
         let shelf_record = &self.window[at..at + total as usize];
         let name = Oid::from_bytes(shelf_record[8..16].try_into().expect("8 bytes"));
@@ -769,24 +779,29 @@ impl RecordReader {
     }
 
     /// Makes the window hold the `n` bytes at `pos` (the caller has checked
-    /// that they lie inside the file's valid data).
-    fn fill(&mut self, file: &dyn FileIo, path: &Path, pos: u64, n: usize) -> Result<()> {
+    /// that they lie inside the file's valid data, which ends at `end`).
+    /// Bytes past `end` are never kept: a later commit may overwrite them.
+    fn fill(&mut self, file: &dyn FileIo, path: &Path, pos: u64, end: u64, n: usize) -> Result<()> {
         if pos >= self.start && pos + n as u64 <= self.start + self.len as u64 {
             return Ok(());
         }
-        if self.window.len() < n {
-            self.window.resize(n, 0);
+        let want = (n.max(self.capacity) as u64).min(end.saturating_sub(pos)) as usize;
+        if self.window.len() < want {
+            self.window.resize(want, 0);
         }
         self.start = pos;
-        self.len = file.read_up_to(&mut self.window, pos).map_err(|e| {
-            Error::io(
-                format!(
-                    "cannot read the record at offset {pos} of {}",
-                    path.display()
-                ),
-                e,
-            )
-        })?;
+        self.len = 0;
+        self.len = file
+            .read_up_to(&mut self.window[..want], pos)
+            .map_err(|e| {
+                Error::io(
+                    format!(
+                        "cannot read the record at offset {pos} of {}",
+                        path.display()
+                    ),
+                    e,
+                )
+            })?;
         if self.len < n {
             return Err(Error::Corrupt {
                 path: path.into(),
@@ -802,7 +817,7 @@ impl Storage for FileStorage {
     fn load(&mut self, oid: Oid) -> Result<Vec<u8>> {
         self.check_open()?;
         let pos = self.position(oid).ok_or(Error::KeyNotFound(oid))?;
-        RecordReader::new(FIRST_READ)
+        self.loader
             .read(&*self.file, &self.path, pos, self.end, Some(oid))
             .map(<[u8]>::to_vec)
     }
@@ -898,6 +913,7 @@ impl Storage for FileStorage {
     fn close(&mut self) -> Result<()> {
         self.closed = true;
         self.file = Box::new(ClosedFile);
+        self.loader = RecordReader::new(0);
         self.index.clear();
         Ok(())
     }
