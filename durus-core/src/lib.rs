@@ -4,6 +4,8 @@
 //! Layers depend downward only: [`format`] (pure bytes) ← [`storage`]
 //! (keeping bytes safe) ← [`tools`] (census, verification).
 
+#![deny(unsafe_code)] // except object::slot, which says why
+
 pub mod collections;
 pub mod error;
 pub mod format;

@@ -5,7 +5,7 @@ use std::rc::{Rc, Weak};
 
 use crate::format::Oid;
 use crate::object::connection::ConnInner;
-use crate::object::persistent::State;
+use crate::object::slot::Slot;
 
 /// Durus's `_p_status` (spec 9.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +41,7 @@ pub(crate) struct ObjectCell {
     /// `None` for an object never stored.
     pub(crate) link: RefCell<Option<Link>>,
     /// The state; `None` exactly when a ghost.
-    pub(crate) state: RefCell<Option<Box<dyn State>>>,
+    pub(crate) state: RefCell<Option<Slot>>,
     pub(crate) oid: Cell<Option<Oid>>,
     /// The class name the record (or the creating type) gives.
     pub(crate) class: RefCell<Rc<str>>,
@@ -49,14 +49,14 @@ pub(crate) struct ObjectCell {
 
 impl ObjectCell {
     /// A new, never-stored object.
-    pub(crate) fn new_unsaved(state: Box<dyn State>) -> Rc<ObjectCell> {
+    pub(crate) fn new_unsaved(state: Slot) -> Rc<ObjectCell> {
         Rc::new(ObjectCell {
             oid: Cell::new(None),
             status: Cell::new(Status::Unsaved),
             displaced: Cell::new(false),
             serial: Cell::new(0),
             link: RefCell::new(None),
-            class: RefCell::new(Rc::from(state.class())),
+            class: RefCell::new(Rc::from(state.state().class())),
             state: RefCell::new(Some(state)),
         })
     }

@@ -92,7 +92,7 @@ pub(crate) fn encode_object(
     let mut data = Vec::new();
     let encoded = match cell.state.try_borrow() {
         Ok(state) => match state.as_ref() {
-            Some(state) => state.encode_data(&mut data),
+            Some(slot) => slot.state().encode_data(&mut data),
             None => Err(Error::InvalidState(format!(
                 "oid {oid} is a ghost and cannot be written"
             ))),

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::format::{class_name, Oid, Record};
 use crate::object::cache::Cache;
 use crate::object::cell::{Link, ObjectCell, Status};
+use crate::object::slot::Slot;
 use crate::object::{codec, registry, PObject, PRef, Persistent};
 use crate::storage::{FileStorage, PackReport, Storage};
 
@@ -353,7 +354,7 @@ impl ConnInner {
             oid: Some(oid),
             detail,
         })?;
-        *cell.state.borrow_mut() = Some(Box::new(value));
+        *cell.state.borrow_mut() = Some(Slot::new(value));
         *cell.class.borrow_mut() = Rc::from(T::CLASS_NAME);
         cell.status.set(Status::Saved);
         self.load_count.set(self.load_count.get() + 1);

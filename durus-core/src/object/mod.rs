@@ -15,6 +15,7 @@ mod persistent;
 mod pobject;
 mod pref;
 pub mod registry;
+mod slot;
 
 pub use connection::{Connection, DEFAULT_CACHE_SIZE, TRANSACT_ATTEMPTS};
 pub use persistent::Persistent;

@@ -1,6 +1,5 @@
 //! `PRef<T>`: the handle to a persistent object.
 
-use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
 use std::rc::Rc;
@@ -10,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::{Error, Result};
 use crate::format::Oid;
 use crate::object::cell::{ObjectCell, Status};
+use crate::object::slot::Slot;
 use crate::object::{codec, registry, Persistent};
 
 /// A handle to a persistent object of type `T`.
@@ -42,7 +42,7 @@ impl<T: Persistent> PRef<T> {
     /// stored object.
     pub fn new(value: T) -> Self {
         registry::register::<T>();
-        Self::from_cell(ObjectCell::new_unsaved(Box::new(value)))
+        Self::from_cell(ObjectCell::new_unsaved(Slot::new(value)))
     }
 
     pub(crate) fn from_cell(cell: Rc<ObjectCell>) -> Self {
@@ -76,11 +76,9 @@ impl<T: Persistent> PRef<T> {
     pub fn read<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R> {
         self.prepare()?;
         let state = self.cell.state.try_borrow().map_err(|_| self.busy())?;
-        let any: &dyn Any = match state.as_deref() {
-            Some(state) => state,
-            None => return Err(self.mismatch()),
-        };
-        any.downcast_ref::<T>()
+        state
+            .as_ref()
+            .and_then(Slot::downcast_ref::<T>)
             .map(f)
             .ok_or_else(|| self.mismatch())
     }
@@ -91,11 +89,9 @@ impl<T: Persistent> PRef<T> {
         self.prepare()?;
         self.note_change();
         let mut state = self.cell.state.try_borrow_mut().map_err(|_| self.busy())?;
-        let any: &mut dyn Any = match state.as_deref_mut() {
-            Some(state) => state,
-            None => return Err(self.mismatch()),
-        };
-        any.downcast_mut::<T>()
+        state
+            .as_mut()
+            .and_then(Slot::downcast_mut::<T>)
             .map(f)
             .ok_or_else(|| self.mismatch())
     }
