@@ -18,13 +18,13 @@ pub(crate) enum Status {
     Ghost,
 }
 
-/// The tie between a stored object and its connection.
+/// What a connection shares with its cells (one per connection).
 pub(crate) struct Link {
     pub(crate) conn: Weak<ConnInner>,
-    /// The connection's transaction serial, shared so that "already
-    /// accessed in this transaction" is one comparison on every read, with
-    /// no upgrade of `conn`.
-    pub(crate) serial: Rc<Cell<u64>>,
+    /// The connection's transaction serial, here so that "already accessed
+    /// in this transaction" is one comparison on every read, with no
+    /// upgrade of `conn`.
+    pub(crate) serial: Cell<u64>,
 }
 
 /// `repr(C)` keeps what every read touches (status, serial, link, state)
@@ -39,12 +39,12 @@ pub(crate) struct ObjectCell {
     /// The connection's transaction serial at the last access.
     pub(crate) serial: Cell<u64>,
     /// `None` for an object never stored.
-    pub(crate) link: RefCell<Option<Link>>,
+    pub(crate) link: RefCell<Option<Rc<Link>>>,
     /// The state; `None` exactly when a ghost.
     pub(crate) state: RefCell<Option<Slot>>,
     pub(crate) oid: Cell<Option<Oid>>,
     /// The class name the record (or the creating type) gives.
-    pub(crate) class: RefCell<Rc<str>>,
+    pub(crate) class: Cell<&'static str>,
 }
 
 impl ObjectCell {
@@ -56,20 +56,20 @@ impl ObjectCell {
             displaced: Cell::new(false),
             serial: Cell::new(0),
             link: RefCell::new(None),
-            class: RefCell::new(Rc::from(state.state().class())),
+            class: Cell::new(state.state().class()),
             state: RefCell::new(Some(state)),
         })
     }
 
     /// A ghost of a stored object.
-    pub(crate) fn new_ghost(oid: Oid, link: Link, class: &str) -> Rc<ObjectCell> {
+    pub(crate) fn new_ghost(oid: Oid, link: Rc<Link>, class: &'static str) -> Rc<ObjectCell> {
         Rc::new(ObjectCell {
             oid: Cell::new(Some(oid)),
             status: Cell::new(Status::Ghost),
             displaced: Cell::new(false),
             serial: Cell::new(0),
             link: RefCell::new(Some(link)),
-            class: RefCell::new(Rc::from(class)),
+            class: Cell::new(class),
             state: RefCell::new(None),
         })
     }
@@ -88,8 +88,8 @@ impl ObjectCell {
         }
     }
 
-    pub(crate) fn class_name(&self) -> Rc<str> {
-        self.class.borrow().clone()
+    pub(crate) fn class_name(&self) -> &'static str {
+        self.class.get()
     }
 
     /// Drops the state (the cell becomes a ghost). A state borrowed at the

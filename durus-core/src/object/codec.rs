@@ -28,6 +28,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::{Error, Result};
 use crate::format::{record, Oid};
 use crate::object::cell::ObjectCell;
+use crate::object::class;
 use crate::object::connection::ConnInner;
 
 use crate::format::class_name::{TAG_OBJ, TAG_REF};
@@ -275,5 +276,5 @@ pub(crate) fn deserialize_obj<'de, D: Deserializer<'de>>(
     } else {
         Required::<(u64, String), TAG_OBJ>::deserialize(d)?.0
     };
-    Ok(reader::<D::Error>()?.cell_for(Oid(oid), &class))
+    Ok(reader::<D::Error>()?.cell_for(Oid(oid), class::intern(&class)))
 }

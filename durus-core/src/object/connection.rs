@@ -11,7 +11,7 @@ use crate::format::{class_name, Oid, Record};
 use crate::object::cache::Cache;
 use crate::object::cell::{Link, ObjectCell, Status};
 use crate::object::slot::Slot;
-use crate::object::{codec, registry, PObject, PRef, Persistent};
+use crate::object::{class, codec, registry, PObject, PRef, Persistent};
 use crate::storage::{FileStorage, PackReport, Storage};
 
 /// Durus's default cache size (objects).
@@ -41,8 +41,8 @@ pub(crate) struct ConnInner {
     changed: RefCell<Vec<Rc<ObjectCell>>>,
     /// Oids in conflict: loads and commits refuse them until `abort()`.
     invalid: RefCell<BTreeSet<Oid>>,
-    /// The transaction serial, shared with every cell of this connection.
-    serial: Rc<Cell<u64>>,
+    /// The transaction serial (and a way back here), shared with every cell.
+    link: Rc<Link>,
     load_count: Cell<u64>,
     root: RefCell<Option<Rc<ObjectCell>>>,
 }
@@ -61,12 +61,15 @@ impl Connection {
     ) -> Result<Connection> {
         registry::register::<R>();
         let conn = Connection {
-            inner: Rc::new(ConnInner {
+            inner: Rc::new_cyclic(|me| ConnInner {
                 storage: RefCell::new(Box::new(storage)),
                 cache: RefCell::new(Cache::new(DEFAULT_CACHE_SIZE)),
                 changed: RefCell::new(Vec::new()),
                 invalid: RefCell::new(BTreeSet::new()),
-                serial: Rc::new(Cell::new(1)),
+                link: Rc::new(Link {
+                    conn: me.clone(),
+                    serial: Cell::new(1),
+                }),
                 load_count: Cell::new(0),
                 root: RefCell::new(None),
             }),
@@ -122,7 +125,9 @@ impl Connection {
         };
         let rec = Record::decode(&record)?;
         let class = class_name::extract(rec.data).display();
-        Ok(Some(PObject::from_cell(self.inner.cell_for(oid, &class))))
+        Ok(Some(PObject::from_cell(
+            self.inner.cell_for(oid, class::intern(&class)),
+        )))
     }
 
     /// Marks the object stored under `oid` as changed, so the next commit
@@ -226,7 +231,7 @@ impl Connection {
 
     /// Starts at 1; every commit and abort increments it.
     pub fn transaction_serial(&self) -> u64 {
-        self.inner.serial.get()
+        self.inner.link.serial.get()
     }
 
     /// Ghosts least recently used objects down to the cache size.
@@ -234,7 +239,7 @@ impl Connection {
         self.inner
             .cache
             .borrow_mut()
-            .shrink(self.inner.serial.get());
+            .shrink(self.inner.link.serial.get());
     }
 
     /// Runs `f` on the storage (for tools and tests).
@@ -245,11 +250,11 @@ impl Connection {
 
 impl ConnInner {
     /// The cell for `oid`: the cached one, else a new ghost of `class`.
-    pub(crate) fn cell_for(self: &Rc<Self>, oid: Oid, class: &str) -> Rc<ObjectCell> {
+    pub(crate) fn cell_for(self: &Rc<Self>, oid: Oid, class: &'static str) -> Rc<ObjectCell> {
         if let Some(cell) = self.cache.borrow().get(oid) {
             return cell;
         }
-        let cell = ObjectCell::new_ghost(oid, self.link(), class);
+        let cell = ObjectCell::new_ghost(oid, self.link.clone(), class);
         self.cache.borrow_mut().insert(oid, &cell);
         cell
     }
@@ -262,17 +267,10 @@ impl ConnInner {
         Ok(oid)
     }
 
-    fn link(self: &Rc<Self>) -> Link {
-        Link {
-            conn: Rc::downgrade(self),
-            serial: self.serial.clone(),
-        }
-    }
-
     fn adopt_as(self: &Rc<Self>, cell: &Rc<ObjectCell>, oid: Oid) {
         cell.oid.set(Some(oid));
         cell.displaced.set(false);
-        *cell.link.borrow_mut() = Some(self.link());
+        *cell.link.borrow_mut() = Some(self.link.clone());
         let mut cache = self.cache.borrow_mut();
         // A cell still cached under this oid is what is left of an object
         // a pack removed (the storage reuses its oid): it stops being the
@@ -302,7 +300,7 @@ impl ConnInner {
     }
 
     pub(crate) fn note_access(&self, cell: &Rc<ObjectCell>) {
-        let serial = self.serial.get();
+        let serial = self.link.serial.get();
         if cell.serial.get() != serial {
             cell.serial.set(serial);
             if cell.oid.get().is_some() {
@@ -355,7 +353,7 @@ impl ConnInner {
             detail,
         })?;
         *cell.state.borrow_mut() = Some(Slot::new(value));
-        *cell.class.borrow_mut() = Rc::from(T::CLASS_NAME);
+        cell.class.set(T::CLASS_NAME);
         cell.status.set(Status::Saved);
         self.load_count.set(self.load_count.get() + 1);
         Ok(())
@@ -388,7 +386,7 @@ impl ConnInner {
     /// Other clients changed `oids`: ghost what this transaction has not
     /// touched; what it has touched is a conflict (spec 9.6).
     fn handle_invalidations(&self, oids: &[Oid], read_oid: Option<Oid>) -> Result<()> {
-        let serial = self.serial.get();
+        let serial = self.link.serial.get();
         let mut conflicts = Vec::new();
         for &oid in oids {
             let Some(cell) = self.cache.borrow().get(oid) else {
@@ -426,8 +424,8 @@ impl ConnInner {
     }
 
     fn end_transaction(&self) {
-        self.cache.borrow_mut().shrink(self.serial.get());
-        self.serial.set(self.serial.get() + 1);
+        self.cache.borrow_mut().shrink(self.link.serial.get());
+        self.link.serial.set(self.link.serial.get() + 1);
     }
 
     fn commit(self: &Rc<Self>) -> Result<()> {

@@ -9,6 +9,7 @@
 
 mod cache;
 mod cell;
+mod class;
 mod codec;
 mod connection;
 mod persistent;
