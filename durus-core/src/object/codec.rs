@@ -245,7 +245,7 @@ pub(crate) fn serialize_obj<S: Serializer>(
 ) -> std::result::Result<S::Ok, S::Error> {
     let oid = note_ref::<S::Error>(cell)?;
     let class = cell.class_name();
-    Required::<(u64, &str), TAG_OBJ>((oid.0, &class)).serialize(s)
+    Required::<(u64, &str), TAG_OBJ>((oid.0, class)).serialize(s)
 }
 
 fn reader<E: serde::de::Error>() -> std::result::Result<Rc<ConnInner>, E> {

@@ -139,7 +139,7 @@ impl Connection {
         let cell = obj.cell();
         if cell.status.get() == Status::Ghost {
             let class = cell.class_name();
-            let load = match registry::loader(&class) {
+            let load = match registry::loader(class) {
                 registry::Lookup::One(load) => load,
                 registry::Lookup::Unknown => {
                     return Err(Error::UnknownClass {

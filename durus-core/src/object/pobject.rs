@@ -41,16 +41,16 @@ impl PObject {
 
     /// True if the object is of type `T` (by name, alias or rename).
     pub fn is<T: Persistent>(&self) -> bool {
-        registry::accepts::<T>(&self.cell.class_name())
+        registry::accepts::<T>(self.cell.class_name())
     }
 
     /// The typed handle, or an error naming both types.
     pub fn downcast<T: Persistent>(&self) -> Result<PRef<T>> {
         registry::register::<T>();
         let class = self.cell.class_name();
-        if !registry::accepts::<T>(&class) {
+        if !registry::accepts::<T>(class) {
             let oid = self.oid().unwrap_or_default();
-            return Err(match registry::current_name(&class) {
+            return Err(match registry::current_name(class) {
                 Some(_) => Error::TypeMismatch {
                     oid,
                     expected: T::CLASS_NAME,
