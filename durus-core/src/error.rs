@@ -106,6 +106,12 @@ pub enum Error {
     #[error("index {index} out of range for a list of {len}")]
     OutOfRange { index: usize, len: usize },
 
+    /// A peer broke wire protocol 1: an unknown command, a malformed or
+    /// oversized frame, a reply that makes no sense. `peer` says which
+    /// client or server.
+    #[error("protocol error with {peer}: {detail}")]
+    Protocol { peer: String, detail: String },
+
     /// An object's state could not be encoded or decoded.
     #[error("cannot {action} the state of {class}{}: {detail}", oid.map(|o| format!(" (oid {o})")).unwrap_or_default())]
     State {

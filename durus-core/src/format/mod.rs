@@ -3,6 +3,7 @@
 
 pub mod class_name;
 pub mod oid;
+pub mod protocol;
 pub mod record;
 pub mod shelf;
 

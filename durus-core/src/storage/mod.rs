@@ -1,16 +1,20 @@
 //! Storages keep records safe: the [`Storage`] trait (Durus spec 1.1) and
 //! its implementations.
 
+pub mod address;
 mod file;
 pub mod file_io;
 mod memory;
 mod oid_map;
 mod pack;
+pub mod server;
 mod walk;
 
+pub use address::Address;
 pub use file::{FileStats, FileStorage, FileStorageOptions, TailDamage};
 pub use memory::MemoryStorage;
 pub use pack::{PackPhase, PackProgress};
+pub use server::{Server, ServerHandle, ServerOptions};
 pub use walk::Walk;
 
 use crate::error::Result;

@@ -14,6 +14,7 @@ mod info;
 mod output;
 mod pack;
 mod repair;
+mod server;
 mod verify;
 
 /// Tools for durus databases (SHELF-1 files, compatible with Python Durus 4.3).
@@ -39,6 +40,8 @@ enum Command {
     Pack(pack::Args),
     Census(census::Args),
     Dump(dump::Args),
+    Serve(server::ServeArgs),
+    Stop(server::StopArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,8 @@ fn main() -> ExitCode {
         Command::Pack(args) => pack::run(&args),
         Command::Census(args) => census::run(&args),
         Command::Dump(args) => dump::run(&args),
+        Command::Serve(args) => server::serve(&args),
+        Command::Stop(args) => server::stop(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,141 @@
+//! `durus serve` and `durus stop`: run a storage server, stop one.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use durus::format::protocol::CMD_QUIT;
+use durus::storage::address::Address;
+use durus::storage::{Server, ServerOptions};
+use durus::{Error, FileStorageOptions, Result};
+
+/// Where a server listens: `--address HOST:PORT` or `--unix PATH`.
+#[derive(Debug, clap::Args)]
+pub struct Listen {
+    /// TCP address (IPv6 in brackets: [::1]:2972).
+    #[arg(long, default_value = "127.0.0.1:2972", conflicts_with = "unix")]
+    pub address: String,
+    /// A unix-domain socket path instead of TCP.
+    #[arg(long)]
+    pub unix: Option<PathBuf>,
+}
+
+impl Listen {
+    fn address(&self) -> Result<Address> {
+        match &self.unix {
+            Some(path) => Ok(Address::Unix(path.clone())),
+            None => self.address.parse(),
+        }
+    }
+}
+
+/// Serve a database file to clients over Durus wire protocol 1.
+///
+/// Python Durus 4.3 clients (`ClientStorage`) and durus for Rust clients
+/// work alike. Ctrl-C, SIGTERM and `durus stop` stop the server after the
+/// commit in progress, if any: no transaction is half written.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The database file (created if missing). Default: a temporary file,
+    /// removed when the server stops.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub listen: Listen,
+    /// Permission bits to clear on the unix socket file (octal, as a umask).
+    #[arg(long, value_parser = parse_octal, requires = "unix")]
+    pub umask: Option<u32>,
+    /// Refuse every commit.
+    #[arg(long)]
+    pub readonly: bool,
+    /// Pack automatically after this many bytes were committed (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub gcbytes: u64,
+    /// Do not fsync commits (faster, not durable across a power loss).
+    #[arg(long)]
+    pub no_fsync: bool,
+    /// Truncate a damaged tail when opening the file.
+    #[arg(long)]
+    pub repair: bool,
+}
+
+/// Stop a running server (protocol command Q) and wait until it is gone.
+#[derive(Debug, clap::Args)]
+pub struct StopArgs {
+    #[command(flatten)]
+    pub listen: Listen,
+}
+
+fn parse_octal(s: &str) -> std::result::Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .map_err(|e| format!("{s:?} is not an octal mode: {e}"))
+}
+
+pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
+    let address = args.listen.address()?;
+    let mut _temp = None;
+    let path = match &args.file {
+        Some(path) => path.clone(),
+        None => {
+            let dir = tempfile::Builder::new()
+                .prefix("durus-serve-")
+                .tempdir()
+                .map_err(|e| Error::io("cannot create a temporary directory", e))?;
+            let path = dir.path().join("temp.durus");
+            _temp = Some(dir);
+            path
+        }
+    };
+    let storage = FileStorageOptions::new()
+        .readonly(args.readonly)
+        .repair(args.repair && !args.readonly)
+        .fsync(!args.no_fsync)
+        .open(&path)?;
+    let opts = ServerOptions {
+        readonly: args.readonly,
+        gcbytes: args.gcbytes,
+        ..ServerOptions::default()
+    };
+    let server = Server::bind(storage, &address, opts)?;
+    if let (Some(umask), Address::Unix(sock)) = (args.umask, server.address()) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = 0o777 & !umask;
+        std::fs::set_permissions(sock, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(format!("cannot set the mode of {}", sock.display()), e))?;
+    }
+    let stop = server.stop_flag();
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())
+            .map_err(|e| Error::io("cannot handle signals", e))?;
+    }
+    eprintln!("durus: serving {} on {}", path.display(), server.address());
+    server.run()?;
+    if stop.load(Ordering::SeqCst) {
+        eprintln!("durus: server stopped");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn stop(args: &StopArgs) -> Result<ExitCode> {
+    use std::io::{Read, Write};
+    let address = args.listen.address()?;
+    let mut stream = address.connect()?;
+    stream
+        .write_all(&[CMD_QUIT])
+        .map_err(|e| Error::io(format!("cannot send the stop command to {address}"), e))?;
+    // The server closes the connection, then stops accepting new ones.
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = stream.read(&mut [0u8; 1]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while address.connect().is_ok() {
+        if Instant::now() > deadline {
+            return Err(Error::InvalidState(format!(
+                "the server at {address} still accepts connections 10 s after the stop command"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("durus: stopped the server at {address}");
+    Ok(ExitCode::SUCCESS)
+}
