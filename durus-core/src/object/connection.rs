@@ -74,31 +74,43 @@ impl Connection {
                 root: RefCell::new(None),
             }),
         };
-        let root = match conn.get(Oid::ROOT)? {
-            Some(root) => {
+        let root = conn.root_or_create::<R>()?;
+        *conn.inner.root.borrow_mut() = Some(root.downcast::<R>()?.cell().clone());
+        Ok(conn)
+    }
+
+    /// The root, created and committed if the storage has none. Several
+    /// clients of one server may race to create it: the first commit wins
+    /// and the others see a conflict, abort and load it (Durus fails
+    /// there, spec 9.2).
+    fn root_or_create<R: Persistent + Default>(&self) -> Result<PObject> {
+        let mut attempt = 1;
+        loop {
+            if let Some(root) = self.get(Oid::ROOT)? {
                 // Loaded now, as Durus does (without counting as an access).
                 let typed = root.downcast::<R>()?;
                 if typed.is_ghost() {
-                    conn.inner.load_state::<R>(typed.cell())?;
+                    self.inner.load_state::<R>(typed.cell())?;
                 }
-                root
+                return Ok(root);
             }
-            None => {
-                let oid = conn.inner.storage.borrow_mut().new_oid()?;
-                if oid != Oid::ROOT {
-                    return Err(Error::InvalidState(format!(
-                        "the storage has no root but hands out oid {oid} first, not 0"
-                    )));
+            // A local storage hands out oid 0 first; a server may have
+            // handed it to another client, which may never use it: the
+            // root is everyone's, so it is created at oid 0 regardless.
+            let first = self.inner.storage.borrow_mut().new_oid()?;
+            tracing::debug!("creating the root (the storage's first new oid is {first})");
+            let root = PRef::new(R::default());
+            self.inner.adopt_as(root.cell(), Oid::ROOT);
+            self.inner.note_change(root.cell());
+            match self.commit() {
+                Ok(()) => return Ok(PObject::from(root)),
+                Err(e) if e.is_conflict() && attempt < TRANSACT_ATTEMPTS => {
+                    self.abort();
+                    attempt += 1;
                 }
-                let root = PRef::new(R::default());
-                conn.inner.adopt_as(root.cell(), Oid::ROOT);
-                conn.inner.note_change(root.cell());
-                conn.commit()?;
-                PObject::from(root)
+                Err(e) => return Err(e),
             }
-        };
-        *conn.inner.root.borrow_mut() = Some(root.downcast::<R>()?.cell().clone());
-        Ok(conn)
+        }
     }
 
     /// The root object as a `R`.
