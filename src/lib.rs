@@ -28,8 +28,8 @@ pub use durus_core::object::Persistent;
 pub use durus_core::tools::instances::{gen_every_instance, touch_every_reference};
 pub use durus_core::{collections, error, format, object, storage, tools};
 pub use durus_core::{
-    Connection, Error, FileStorage, FileStorageOptions, MemoryStorage, Oid, PObject, PRef,
-    PackReport, PersistentDict, PersistentList, PersistentSet, Result, Storage, StorageExt,
+    ClientStorage, Connection, Error, FileStorage, FileStorageOptions, MemoryStorage, Oid, PObject,
+    PRef, PackReport, PersistentDict, PersistentList, PersistentSet, Result, Storage, StorageExt,
 };
 pub use durus_derive::Persistent;
 
@@ -37,8 +37,8 @@ pub use durus_derive::Persistent;
 pub mod prelude {
     pub use durus_core::object::Persistent;
     pub use durus_core::{
-        Connection, Error, FileStorage, FileStorageOptions, MemoryStorage, Oid, PObject, PRef,
-        PersistentDict, PersistentList, PersistentSet, Result, Storage, StorageExt,
+        ClientStorage, Connection, Error, FileStorage, FileStorageOptions, MemoryStorage, Oid,
+        PObject, PRef, PersistentDict, PersistentList, PersistentSet, Result, Storage, StorageExt,
     };
     pub use durus_derive::Persistent;
 }

@@ -18,5 +18,5 @@ pub use error::{Error, Result};
 pub use format::Oid;
 pub use object::{Connection, PObject, PRef, Persistent};
 pub use storage::{
-    FileStorage, FileStorageOptions, MemoryStorage, PackReport, Storage, StorageExt,
+    ClientStorage, FileStorage, FileStorageOptions, MemoryStorage, PackReport, Storage, StorageExt,
 };

@@ -383,7 +383,7 @@ fn a_readonly_server_serves_loads_and_refuses_commits() {
     let handle = server.handle();
     let thread = std::thread::spawn(move || server.run());
     let connect = || {
-        let mut c = Client(address.connect().unwrap());
+        let c = Client(address.connect().unwrap());
         c.0.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         c
     };

@@ -2,6 +2,7 @@
 //! its implementations.
 
 pub mod address;
+mod client;
 mod file;
 pub mod file_io;
 mod memory;
@@ -11,6 +12,7 @@ pub mod server;
 mod walk;
 
 pub use address::Address;
+pub use client::ClientStorage;
 pub use file::{FileStats, FileStorage, FileStorageOptions, TailDamage};
 pub use memory::MemoryStorage;
 pub use pack::{PackPhase, PackProgress};
