@@ -28,8 +28,9 @@ pub use durus_core::object::Persistent;
 pub use durus_core::tools::instances::{gen_every_instance, touch_every_reference};
 pub use durus_core::{collections, error, format, object, storage, tools};
 pub use durus_core::{
-    ClientStorage, Connection, Error, FileStorage, FileStorageOptions, MemoryStorage, Oid, PObject,
-    PRef, PackReport, PersistentDict, PersistentList, PersistentSet, Result, Storage, StorageExt,
+    ClientStorage, Connection, Database, Error, FileStorage, FileStorageOptions, MemoryStorage,
+    Oid, PObject, PRef, PackReport, PersistentDict, PersistentList, PersistentSet, Result, Storage,
+    StorageExt,
 };
 pub use durus_derive::Persistent;
 
@@ -37,8 +38,9 @@ pub use durus_derive::Persistent;
 pub mod prelude {
     pub use durus_core::object::Persistent;
     pub use durus_core::{
-        ClientStorage, Connection, Error, FileStorage, FileStorageOptions, MemoryStorage, Oid,
-        PObject, PRef, PersistentDict, PersistentList, PersistentSet, Result, Storage, StorageExt,
+        ClientStorage, Connection, Database, Error, FileStorage, FileStorageOptions, MemoryStorage,
+        Oid, PObject, PRef, PersistentDict, PersistentList, PersistentSet, Result, Storage,
+        StorageExt,
     };
     pub use durus_derive::Persistent;
 }

@@ -16,7 +16,7 @@ pub mod tools;
 pub use collections::{PersistentDict, PersistentList, PersistentSet};
 pub use error::{Error, Result};
 pub use format::Oid;
-pub use object::{Connection, PObject, PRef, Persistent};
+pub use object::{Connection, Database, PObject, PRef, Persistent};
 pub use storage::{
     ClientStorage, FileStorage, FileStorageOptions, MemoryStorage, PackReport, Storage, StorageExt,
 };

@@ -12,6 +12,7 @@ mod cell;
 mod class;
 mod codec;
 mod connection;
+mod database;
 mod persistent;
 mod pobject;
 mod pref;
@@ -19,6 +20,7 @@ pub mod registry;
 mod slot;
 
 pub use connection::{Connection, DEFAULT_CACHE_SIZE, TRANSACT_ATTEMPTS};
+pub use database::Database;
 pub use persistent::Persistent;
 pub use pobject::PObject;
 pub use pref::PRef;

@@ -5,10 +5,12 @@ pub mod address;
 mod client;
 mod file;
 pub mod file_io;
+mod hub;
 mod memory;
 mod oid_map;
 mod pack;
 pub mod server;
+mod shared;
 mod walk;
 
 pub use address::Address;
@@ -17,6 +19,7 @@ pub use file::{FileStats, FileStorage, FileStorageOptions, TailDamage};
 pub use memory::MemoryStorage;
 pub use pack::{PackPhase, PackProgress};
 pub use server::{Server, ServerHandle, ServerOptions};
+pub use shared::{LocalClient, SharedStorage};
 pub use walk::Walk;
 
 use crate::error::Result;

@@ -64,3 +64,15 @@ impl<S: Storage + ?Sized> Iterator for Walk<'_, S> {
         self.ready.pop_front().map(Ok)
     }
 }
+
+/// Every record reachable from the root (none on a storage without one):
+/// `Storage::records` for storages that cannot list their garbage.
+pub(crate) fn reachable_records<S: Storage>(
+    storage: &mut S,
+) -> Result<crate::storage::RecordIter<'_>> {
+    let mut walk = Walk::new(storage, Oid::ROOT).peekable();
+    if let Some(Err(crate::Error::KeyNotFound(Oid::ROOT))) = walk.peek() {
+        return Ok(Box::new(std::iter::empty()));
+    }
+    Ok(Box::new(walk))
+}

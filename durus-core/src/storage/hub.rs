@@ -1,0 +1,295 @@
+//! One storage shared by many clients: what Durus's server keeps per
+//! client (spec 7.5), for the socket server and for in-process
+//! connections alike.
+//!
+//! Each client has an invalidation set (oids others committed, or a pack
+//! removed, since the client last synced) and the oids handed to it but
+//! not yet committed. A commit runs under `commit` from the moment its
+//! invalidations are taken until its records are written, so the list a
+//! client decides on stays exact; `state` is held only for each storage
+//! call, so loads and syncs go on meanwhile. Lock order: `commit`, then
+//! `state`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::error::{Error, Result};
+use crate::format::Oid;
+use crate::storage::{PackReport, Storage};
+
+/// A client of a [`Hub`].
+pub(crate) type ClientId = u64;
+
+pub(crate) struct Hub {
+    commit: Mutex<()>,
+    state: Mutex<State>,
+    readonly: bool,
+    pack_running: AtomicBool,
+    bytes_since_pack: AtomicU64,
+}
+
+struct State {
+    storage: Box<dyn Storage + Send>,
+    clients: HashMap<ClientId, Client>,
+    /// Oids handed to clients that left without committing them: nobody
+    /// may commit them (they were never handed to anyone still here).
+    orphaned: HashSet<Oid>,
+    next_client: ClientId,
+    /// Known once seen; a pack never removes the root.
+    root_exists: bool,
+}
+
+#[derive(Default)]
+struct Client {
+    invalid: HashSet<Oid>,
+    unused: HashSet<Oid>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking client thread must not take everyone down with it.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Hub {
+    pub(crate) fn new(storage: Box<dyn Storage + Send>, readonly: bool) -> Hub {
+        Hub {
+            commit: Mutex::new(()),
+            state: Mutex::new(State {
+                storage,
+                clients: HashMap::new(),
+                orphaned: HashSet::new(),
+                next_client: 1,
+                root_exists: false,
+            }),
+            readonly,
+            pack_running: AtomicBool::new(false),
+            bytes_since_pack: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn join(&self) -> ClientId {
+        let mut state = lock(&self.state);
+        let id = state.next_client;
+        state.next_client += 1;
+        state.clients.insert(id, Client::default());
+        id
+    }
+
+    pub(crate) fn leave(&self, id: ClientId) {
+        let mut state = lock(&self.state);
+        if let Some(client) = state.clients.remove(&id) {
+            state.orphaned.extend(client.unused);
+        }
+    }
+
+    /// `n` new oids for client `id`, never one another client must not see
+    /// yet (spec 7.5). Oid 0 is handed out again while the root is missing
+    /// and nobody holds it (Durus never does: a client that took it and
+    /// left breaks every later connection until a restart, spec 9.2).
+    pub(crate) fn new_oids(&self, id: ClientId, n: usize) -> Result<Vec<Oid>> {
+        if self.readonly {
+            return Err(Error::ReadOnly);
+        }
+        let mut state = lock(&self.state);
+        let mut oids = Vec::with_capacity(n);
+        if n > 0 && state.root_is_free() {
+            oids.push(Oid::ROOT);
+        }
+        while oids.len() < n {
+            let oid = state.storage.new_oid()?;
+            if oid == Oid::ROOT || state.clients.values().any(|c| c.invalid.contains(&oid)) {
+                continue;
+            }
+            oids.push(oid);
+        }
+        state.client(id).unused.extend(oids.iter().copied());
+        Ok(oids)
+    }
+
+    /// The record for `oid`; a read conflict while `oid` is in the
+    /// client's invalidation set (it must not see a state newer than its
+    /// cache's snapshot).
+    pub(crate) fn load(&self, id: ClientId, oid: Oid) -> Result<Vec<u8>> {
+        let mut state = lock(&self.state);
+        if state
+            .clients
+            .get(&id)
+            .is_some_and(|c| c.invalid.contains(&oid))
+        {
+            return Err(Error::ReadConflict { oids: vec![oid] });
+        }
+        state.storage.load(oid)
+    }
+
+    /// Returns and clears the client's invalidations.
+    pub(crate) fn sync(&self, id: ClientId) -> Result<Vec<Oid>> {
+        let mut state = lock(&self.state);
+        state.fold_storage_sync()?;
+        Ok(state.take_invalid(id))
+    }
+
+    /// Starts a commit: the caller decides on the invalidations (and
+    /// abandons by dropping the result) or writes its records with
+    /// [`Commit::write`]. Other commits wait until then.
+    pub(crate) fn begin_commit(&self, id: ClientId) -> Result<Commit<'_>> {
+        let guard = lock(&self.commit);
+        let invalid = self.sync(id)?;
+        Ok(Commit {
+            hub: self,
+            id,
+            invalid,
+            _guard: guard,
+        })
+    }
+
+    /// Packs unless a pack is running (then `None`); removed oids reach
+    /// every client through its next sync or commit.
+    pub(crate) fn pack(&self) -> Result<Option<PackReport>> {
+        if self.pack_running.swap(true, Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let result = {
+            let _commit = lock(&self.commit);
+            lock(&self.state).storage.pack()
+        };
+        self.pack_running.store(false, Ordering::SeqCst);
+        let report = result?;
+        self.bytes_since_pack.store(0, Ordering::SeqCst);
+        tracing::info!(
+            "pack done: {} records kept, {} removed, {} -> {} bytes",
+            report.kept,
+            report.removed.len(),
+            report.size_before,
+            report.size_after
+        );
+        Ok(Some(report))
+    }
+
+    /// Bytes committed since the last pack.
+    pub(crate) fn bytes_since_pack(&self) -> u64 {
+        self.bytes_since_pack.load(Ordering::SeqCst)
+    }
+
+    /// Waits for a commit in progress, then closes the storage.
+    pub(crate) fn close(&self) -> Result<()> {
+        let _commit = lock(&self.commit);
+        lock(&self.state).storage.close()
+    }
+}
+
+/// A commit in progress (holds the hub's commit lock).
+pub(crate) struct Commit<'a> {
+    hub: &'a Hub,
+    id: ClientId,
+    invalid: Vec<Oid>,
+    _guard: MutexGuard<'a, ()>,
+}
+
+impl Commit<'_> {
+    /// What others changed since the client's last sync (already cleared
+    /// from its set).
+    pub(crate) fn invalidations(&self) -> &[Oid] {
+        &self.invalid
+    }
+
+    /// Writes `entries` as one transaction, after checking that the client
+    /// may write every oid. Nothing is written on an error.
+    pub(crate) fn write(self, entries: &[(Oid, &[u8])]) -> Result<()> {
+        if self.hub.readonly {
+            return Err(Error::ReadOnly);
+        }
+        let mut state = lock(&self.hub.state);
+        if let Some(why) = entries
+            .iter()
+            .find_map(|(oid, _)| state.refuse_write(self.id, *oid))
+        {
+            return Err(Error::InvalidState(format!(
+                "client {} cannot commit: {why}",
+                self.id
+            )));
+        }
+        if let Err(e) = write(&mut *state.storage, entries) {
+            let _ = state.storage.begin(); // drop whatever was staged
+            return Err(e);
+        }
+        let oids: Vec<Oid> = entries.iter().map(|(oid, _)| *oid).collect();
+        state.root_exists |= oids.contains(&Oid::ROOT);
+        for (id, client) in state.clients.iter_mut() {
+            if *id == self.id {
+                for oid in &oids {
+                    client.unused.remove(oid);
+                }
+            } else {
+                client.invalid.extend(oids.iter().copied());
+            }
+        }
+        let bytes: u64 = entries.iter().map(|(_, r)| 12 + r.len() as u64).sum();
+        self.hub.bytes_since_pack.fetch_add(bytes, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl State {
+    fn client(&mut self, id: ClientId) -> &mut Client {
+        self.clients.entry(id).or_default()
+    }
+
+    /// Folds the storage's own invalidations (pack removals) into every
+    /// client's set.
+    fn fold_storage_sync(&mut self) -> Result<()> {
+        let oids = self.storage.sync()?;
+        if !oids.is_empty() {
+            for client in self.clients.values_mut() {
+                client.invalid.extend(oids.iter().copied());
+            }
+        }
+        Ok(())
+    }
+
+    fn take_invalid(&mut self, id: ClientId) -> Vec<Oid> {
+        let mut oids: Vec<Oid> = self.client(id).invalid.drain().collect();
+        oids.sort_unstable();
+        oids
+    }
+
+    fn root_is_free(&mut self) -> bool {
+        if self.root_exists || self.clients.values().any(|c| c.unused.contains(&Oid::ROOT)) {
+            return false;
+        }
+        self.root_exists = !matches!(self.storage.load(Oid::ROOT), Err(Error::KeyNotFound(_)));
+        !self.root_exists
+    }
+
+    /// Why client `id` may not write `oid`, if it may not. The root is
+    /// everyone's (clients may race to create it: the first commit wins
+    /// and the others see a conflict).
+    fn refuse_write(&self, id: ClientId, oid: Oid) -> Option<String> {
+        if oid == Oid::ROOT
+            || self
+                .clients
+                .get(&id)
+                .is_some_and(|c| c.unused.contains(&oid))
+        {
+            return None;
+        }
+        if self.orphaned.contains(&oid) {
+            return Some(format!(
+                "oid {oid} was handed to a client that left, not to this one"
+            ));
+        }
+        self.clients
+            .iter()
+            .find(|(other, c)| **other != id && c.unused.contains(&oid))
+            .map(|(other, _)| format!("oid {oid} was handed to client {other}, not to this one"))
+    }
+}
+
+/// Stores `entries` as one transaction.
+fn write(storage: &mut dyn Storage, entries: &[(Oid, &[u8])]) -> Result<()> {
+    storage.begin()?;
+    for (oid, record) in entries {
+        storage.store(*oid, record.to_vec())?;
+    }
+    storage.end(&mut |_| Ok(()))
+}
