@@ -78,3 +78,42 @@ fn storage_tour_packs_away_the_unreferenced_record() {
     assert!(out.contains("pack kept 2 and removed [Oid(2)]"), "{out}");
     assert!(out.contains("oid 1: class tour.Person"), "{out}");
 }
+
+#[test]
+fn bank_transfers_keep_the_total_exact_with_a_server_and_client_processes() {
+    let out = example("bank", None);
+    assert!(out.contains("opened 5 accounts with 1000 each"), "{out}");
+    assert!(out.contains("800 transfers by 4 clients"), "{out}");
+    assert!(out.contains("total before 5000, after 5000"), "{out}");
+    assert!(out.contains("the total is exact"), "{out}");
+}
+
+#[test]
+fn bank_transfers_keep_the_total_exact_with_threads_sharing_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bank.durus");
+    // `example` passes one argument: run the binary with two here.
+    let exe = std::env::current_exe().unwrap();
+    let bank = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("examples/bank");
+    let out = std::process::Command::new(bank)
+        .arg("--threads")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("shared by 4 threads"), "{stdout}");
+    assert!(stdout.contains("total before 5000, after 5000"), "{stdout}");
+    // The file keeps the accounts: a second run starts from them.
+    let again = example("bank", Some(&file));
+    assert!(!again.contains("opened"), "{again}");
+    assert!(again.contains("total before 5000, after 5000"), "{again}");
+}

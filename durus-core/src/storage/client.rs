@@ -21,7 +21,8 @@ use crate::format::protocol::{
 };
 use crate::format::{record, Oid};
 use crate::storage::address::{Address, Stream};
-use crate::storage::{PackReport, RecordIter, Storage, Walk};
+use crate::storage::walk::reachable_records;
+use crate::storage::{PackReport, RecordIter, Storage};
 
 /// Oids asked for per `M` request, as Durus's client does.
 const OID_BATCH: u8 = 32;
@@ -436,11 +437,7 @@ impl Storage for ClientStorage {
     /// when the database has no root yet.
     fn records(&mut self) -> Result<RecordIter<'_>> {
         self.check_usable()?;
-        let mut walk = Walk::new(self, Oid::ROOT).peekable();
-        if let Some(Err(Error::KeyNotFound(Oid::ROOT))) = walk.peek() {
-            return Ok(Box::new(std::iter::empty()));
-        }
-        Ok(Box::new(walk))
+        reachable_records(self)
     }
 
     /// `P`: the server starts a pack and answers at once, so the report is
