@@ -414,3 +414,75 @@ fn pack_reports_the_kept_original_and_it_still_opens() {
         .unwrap();
     assert_eq!(old.load(Oid(9)).unwrap(), rec(9, "obj9", &[]));
 }
+
+#[test]
+fn commits_made_while_a_pack_copies_are_kept_and_survive_reopen() {
+    // The server packs in the background: begin_pack, copy without the
+    // storage, finish_pack appends what was committed meanwhile.
+    let (_dir, path) = tmp();
+    let mut s = FileStorage::open(&path).unwrap();
+    let oids = new_oids(&mut s, 4); // 0 root, 1 and 2 reachable, 3 garbage
+    commit(
+        &mut s,
+        vec![
+            rec(0, "root", &[1, 2]),
+            rec(1, "one", &[]),
+            rec(2, "two", &[]),
+            rec(3, "garbage", &[]),
+        ],
+    );
+    assert_eq!(oids, [0, 1, 2, 3]);
+    let mut job = s.begin_pack().unwrap();
+    // During the copy: an update, a new object, and a write of the garbage oid.
+    let new = s.new_oid().unwrap();
+    commit(
+        &mut s,
+        vec![
+            rec(1, "one v2", &[]),
+            rec(new.0, "new", &[]),
+            rec(0, "root v2", &[1, 2, new.0]),
+        ],
+    );
+    job.copy(&mut |_| {}).unwrap();
+    commit(
+        &mut s,
+        vec![rec(3, "garbage rewritten", &[]), rec(2, "two v2", &[])],
+    );
+    let report = s.finish_pack(job).unwrap();
+    assert_eq!(report.kept, 3, "root, 1 and 2 as of the start");
+    assert_eq!(
+        report.removed,
+        Vec::<Oid>::new(),
+        "oid 3 was written again during the pack"
+    );
+    let check = |s: &mut FileStorage| {
+        assert_eq!(s.load(Oid(0)).unwrap(), rec(0, "root v2", &[1, 2, new.0]));
+        assert_eq!(s.load(Oid(1)).unwrap(), rec(1, "one v2", &[]));
+        assert_eq!(s.load(Oid(2)).unwrap(), rec(2, "two v2", &[]));
+        assert_eq!(s.load(Oid(3)).unwrap(), rec(3, "garbage rewritten", &[]));
+        assert_eq!(s.load(new).unwrap(), rec(new.0, "new", &[]));
+    };
+    check(&mut s);
+    // The storage goes on committing, and the file reopens the same.
+    commit(&mut s, vec![rec(2, "two v3", &[])]);
+    drop(s);
+    let mut again = FileStorage::open(&path).unwrap();
+    assert_eq!(again.load(Oid(2)).unwrap(), rec(2, "two v3", &[]));
+    assert_eq!(again.load(Oid(1)).unwrap(), rec(1, "one v2", &[]));
+    assert_eq!(again.load(new).unwrap(), rec(new.0, "new", &[]));
+    assert!(!std::path::Path::new(&format!("{}.pack", path.display())).exists());
+}
+
+#[test]
+fn an_abandoned_pack_leaves_the_file_untouched_and_removes_its_pack_file() {
+    let (_dir, path) = tmp();
+    let mut s = FileStorage::open(&path).unwrap();
+    ten_objects(&mut s);
+    let before = fs::read(&path).unwrap();
+    let mut job = s.begin_pack().unwrap();
+    job.copy(&mut |_| {}).unwrap();
+    drop(job);
+    assert_eq!(fs::read(&path).unwrap(), before);
+    assert!(!std::path::Path::new(&format!("{}.pack", path.display())).exists());
+    assert!(s.pack().is_ok());
+}

@@ -444,3 +444,29 @@ fn a_pack_request_removes_unreachable_records_and_invalidates_them() {
     }
     assert_eq!(b.load(Oid(1)), Err(b'K'));
 }
+
+#[test]
+fn commits_go_on_while_packs_run_and_none_is_lost() {
+    let server = Running::start(ServerOptions::default());
+    let mut a = with_root(&server);
+    let mut b = server.client();
+    let mut garbage = Vec::new();
+    for i in 0..200u32 {
+        let oid = a.oids(1)[0];
+        // Each new object is garbage as soon as it is written: packs have
+        // something to remove while the root and oid 1 keep changing.
+        let (_, status) = a.commit(&[rec(Oid(1), &format!("v{i}"), &[]), rec(oid, "garbage", &[])]);
+        assert_eq!(status, b'O', "commit {i}");
+        garbage.push(oid);
+        if i % 20 == 0 {
+            b.send(b"P");
+            assert_eq!(b.bytes(1), b"O");
+        }
+    }
+    // b's loads are answered throughout; its sync reports what changed.
+    assert!(b.sync().contains(&Oid(1)));
+    assert_eq!(b.load(Oid(1)).unwrap(), rec(Oid(1), "v199", &[]));
+    let mut file = server.stop();
+    assert_eq!(file.load(Oid(1)).unwrap(), rec(Oid(1), "v199", &[]));
+    assert_eq!(file.load(Oid(0)).unwrap(), rec(Oid(0), "root", &[Oid(1)]));
+}

@@ -11,7 +11,7 @@ use crate::format::shelf::{self, OffsetMap, MAP_HEADER_LEN, MIN_SHELF_RECORD_LEN
 use crate::format::{record, Oid, Record};
 use crate::storage::file_io::FileIo;
 use crate::storage::oid_map::{OidMap, OidSet};
-use crate::storage::{PackReport, RecordIter, Storage};
+use crate::storage::{PackJob, PackReport, RecordIter, Storage};
 
 /// The window loads read through: most records are small and many loads
 /// (a cold scan, a crawl) go in file order, so one `pread` serves several.
@@ -415,6 +415,12 @@ impl FileStorage {
         !self.pending.is_empty()
     }
 
+    /// Takes the transactions a pack copied after its base (their index).
+    pub(super) fn adopt_tail(&mut self, index: OidMap, transactions: u64) {
+        self.index = index;
+        self.transactions = transactions;
+    }
+
     /// Swaps in a freshly packed file (called by the packer).
     pub(super) fn replace_base(&mut self, file: Box<dyn FileIo>, map: OffsetMap, end: u64) {
         self.alloc = OidAllocator::new(&map);
@@ -603,7 +609,7 @@ impl<'a> ScanReader<'a> {
 /// must agree. Returns the index of the complete transactions, their count
 /// and the first damage found (everything from there on is the tail).
 #[allow(clippy::type_complexity)]
-fn scan_transactions(
+pub(super) fn scan_transactions(
     file: &dyn FileIo,
     path: &Path,
     mut pos: u64,
@@ -908,6 +914,14 @@ impl Storage for FileStorage {
 
     fn pack(&mut self) -> Result<PackReport> {
         self.pack_with_progress(&mut |_| {})
+    }
+
+    fn start_background_pack(&mut self) -> Result<Option<PackJob>> {
+        self.begin_pack().map(Some)
+    }
+
+    fn finish_background_pack(&mut self, job: PackJob) -> Result<PackReport> {
+        self.finish_pack(job)
     }
 
     fn close(&mut self) -> Result<()> {

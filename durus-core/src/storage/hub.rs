@@ -149,10 +149,7 @@ impl Hub {
         if self.pack_running.swap(true, Ordering::SeqCst) {
             return Ok(None);
         }
-        let result = {
-            let _commit = lock(&self.commit);
-            lock(&self.state).storage.pack()
-        };
+        let result = self.pack_while_serving();
         self.pack_running.store(false, Ordering::SeqCst);
         let report = result?;
         self.bytes_since_pack.store(0, Ordering::SeqCst);
@@ -164,6 +161,23 @@ impl Hub {
             report.size_after
         );
         Ok(Some(report))
+    }
+
+    /// Copies without holding the storage where it can, so loads and
+    /// commits go on; commits made meanwhile are kept.
+    fn pack_while_serving(&self) -> Result<PackReport> {
+        let job = lock(&self.state).storage.start_background_pack()?;
+        match job {
+            Some(mut job) => {
+                job.copy(&mut |_| {})?;
+                let _commit = lock(&self.commit);
+                lock(&self.state).storage.finish_background_pack(job)
+            }
+            None => {
+                let _commit = lock(&self.commit);
+                lock(&self.state).storage.pack()
+            }
+        }
     }
 
     /// Bytes committed since the last pack.

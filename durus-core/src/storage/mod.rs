@@ -17,7 +17,7 @@ pub use address::Address;
 pub use client::ClientStorage;
 pub use file::{FileStats, FileStorage, FileStorageOptions, TailDamage};
 pub use memory::MemoryStorage;
-pub use pack::{PackPhase, PackProgress};
+pub use pack::{PackJob, PackPhase, PackProgress};
 pub use server::{Server, ServerHandle, ServerOptions};
 pub use shared::{LocalClient, SharedStorage};
 pub use walk::Walk;
@@ -86,6 +86,22 @@ pub trait Storage {
 
     /// Drops every record not reachable from the root through refs.
     fn pack(&mut self) -> Result<PackReport>;
+
+    /// Starts a pack whose copying ([`PackJob::copy`]) runs without the
+    /// storage, so a server keeps serving meanwhile; `None` when this
+    /// storage packs only in one go ([`Storage::pack`]).
+    fn start_background_pack(&mut self) -> Result<Option<PackJob>> {
+        Ok(None)
+    }
+
+    /// Finishes a pack started by [`Storage::start_background_pack`] and
+    /// copied: what was committed meanwhile is kept.
+    fn finish_background_pack(&mut self, job: PackJob) -> Result<PackReport> {
+        drop(job);
+        Err(crate::Error::InvalidState(
+            "this storage does not pack in the background".into(),
+        ))
+    }
 
     /// Releases the storage's resources; later calls fail with
     /// [`crate::Error::Closed`].

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::format::shelf::{self, OffsetMap};
 use crate::format::{Oid, Record};
-use crate::storage::file::{lock, FileStorage, RecordReader};
+use crate::storage::file::{lock, scan_transactions, FileStorage, RecordReader};
+use crate::storage::oid_map::OidMap;
 use crate::storage::PackReport;
 
 /// Which part of a pack is running.
@@ -63,64 +64,65 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-impl FileStorage {
-    /// Packs, calling `progress` as records are copied. The original stays
-    /// untouched until the packed file is complete and fsync'd; it is then
-    /// kept as `<name>.prepack` (as Durus does) and the packed file renamed
-    /// over `<name>`. Oids removed are reported by the next `sync()`.
-    pub fn pack_with_progress(
-        &mut self,
-        progress: &mut dyn FnMut(PackProgress),
-    ) -> Result<PackReport> {
-        self.check_writable()?;
-        if self.has_pending() {
-            return Err(Error::InvalidState(
-                "cannot pack while a transaction is being stored (call end or begin first)".into(),
-            ));
-        }
-        let size_before = self.end;
-        let total = self.stats().records;
-        let pack_path = sibling(&self.path, ".pack");
-        let io_err =
-            |what: &str, e: std::io::Error| Error::io(format!("{what} {}", pack_path.display()), e);
-        let pack_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&pack_path)
-            .map_err(|e| io_err("cannot create", e))?;
-        lock(&pack_file, &pack_path)?;
-        pack_file
-            .set_len(0)
-            .map_err(|e| io_err("cannot truncate", e))?;
+/// A pack in progress, detached from its [`FileStorage`]: started by
+/// [`FileStorage::begin_pack`], copied by [`PackJob::copy`] (the long
+/// part, which needs no access to the storage, so a server keeps loading
+/// and committing meanwhile) and finished by [`FileStorage::finish_pack`],
+/// which appends the transactions committed since the start verbatim and
+/// swaps the files. Dropping an unfinished job removes its `.pack` file.
+pub struct PackJob {
+    path: PathBuf,
+    pack_path: PathBuf,
+    /// The original file as it was at the start (read below `snapshot_end`).
+    source: File,
+    snapshot_end: u64,
+    map: OffsetMap,
+    index: OidMap,
+    out: Option<BufWriter<File>>,
+    live: OidBits,
+    /// Where the packed base (records and offset map) ends.
+    base_end: u64,
+    new_map: Option<OffsetMap>,
+    kept: u64,
+    total: u64,
+    size_before: u64,
+}
 
-        let mut out = BufWriter::with_capacity(1 << 20, pack_file);
-        let mut header = shelf::MAGIC.to_vec();
-        header.extend_from_slice(&0u64.to_be_bytes());
-        out.write_all(&header)
-            .map_err(|e| io_err("cannot write", e))?;
+impl PackJob {
+    fn position(&self, oid: Oid) -> Option<u64> {
+        self.index.get(oid).or_else(|| self.map.get(oid))
+    }
 
+    fn io_err(&self, what: &str, e: std::io::Error) -> Error {
+        Error::io(format!("{what} {}", self.pack_path.display()), e)
+    }
+
+    /// Copies every record the root reaches (as of the start) into the
+    /// new file, calling `progress` now and then.
+    pub fn copy(&mut self, progress: &mut dyn FnMut(PackProgress)) -> Result<()> {
+        let mut out = self
+            .out
+            .take()
+            .ok_or_else(|| Error::InvalidState("this pack was already copied".into()))?;
         // Smallest discovered oid first, as Durus packs (roughly ascending).
-        let mut live = OidBits::default();
         let mut heap = BinaryHeap::new();
         let mut offsets: Vec<Option<u64>> = Vec::new();
         let mut written = shelf::BASE_BODY_OFFSET;
         let mut reader = RecordReader::new(1 << 20);
         let mut dangling = 0u64;
-        let mut kept = 0u64;
         if self.position(Oid::ROOT).is_some() {
-            live.insert(Oid::ROOT);
+            self.live.insert(Oid::ROOT);
             heap.push(Reverse(Oid::ROOT));
         }
         while let Some(Reverse(oid)) = heap.pop() {
             let pos = self.position(oid).expect("only stored oids are queued");
-            let record = reader.read(&*self.file, &self.path, pos, self.end, Some(oid))?;
+            let record =
+                reader.read(&self.source, &self.path, pos, self.snapshot_end, Some(oid))?;
             for r in Record::decode(record)?.refs() {
                 if self.position(r).is_none() {
                     dangling += 1;
                     tracing::warn!(path = %self.path.display(), "oid {oid} refers to oid {r}, which has no record");
-                } else if live.insert(r) {
+                } else if self.live.insert(r) {
                     heap.push(Reverse(r));
                 }
             }
@@ -132,53 +134,188 @@ impl FileStorage {
             out.write_all(&(frame_len - 8).to_be_bytes())
                 .and_then(|()| out.write_all(&oid.to_bytes()))
                 .and_then(|()| out.write_all(record))
-                .map_err(|e| io_err("cannot write", e))?;
+                .map_err(|e| self.io_err("cannot write", e))?;
             written += frame_len;
-            kept += 1;
-            if kept.is_multiple_of(4096) {
+            self.kept += 1;
+            if self.kept.is_multiple_of(4096) {
                 progress(PackProgress {
                     phase: PackPhase::Copying,
-                    done: kept,
-                    total,
+                    done: self.kept,
+                    total: self.total,
                 });
             }
         }
         progress(PackProgress {
             phase: PackPhase::Finishing,
-            done: kept,
-            total,
+            done: self.kept,
+            total: self.total,
         });
-
+        if dangling > 0 {
+            tracing::warn!(path = %self.path.display(), dangling, "pack kept records that refer to missing oids");
+        }
         let map = OffsetMap::build(written, &offsets);
         let mut tail = Vec::with_capacity(map.encoded_len() as usize);
         map.encode_into(&mut tail);
         out.write_all(&tail)
-            .map_err(|e| io_err("cannot write", e))?;
+            .map_err(|e| self.io_err("cannot write", e))?;
         let mut pack_file = out
             .into_inner()
-            .map_err(|e| io_err("cannot write", e.into_error()))?;
+            .map_err(|e| self.io_err("cannot write", e.into_error()))?;
         pack_file
             .seek(SeekFrom::Start(shelf::BASE_LEN_OFFSET))
             .and_then(|_| pack_file.write_all(&(written - shelf::BASE_BODY_OFFSET).to_be_bytes()))
-            .and_then(|()| pack_file.sync_all())
-            .map_err(|e| io_err("cannot finish", e))?;
-        let size_after = written + map.encoded_len();
+            .map_err(|e| self.io_err("cannot finish", e))?;
+        self.base_end = written + map.encoded_len();
+        self.new_map = Some(map);
+        self.out = Some(BufWriter::new(pack_file));
+        Ok(())
+    }
+}
 
-        let mut removed: Vec<Oid> = self
+impl Drop for PackJob {
+    fn drop(&mut self) {
+        // Finished jobs have renamed it away; this removes a failed one.
+        let _ = fs::remove_file(&self.pack_path);
+    }
+}
+
+impl FileStorage {
+    /// Packs, calling `progress` as records are copied. The original stays
+    /// untouched until the packed file is complete and fsync'd; it is then
+    /// kept as `<name>.prepack` (as Durus does) and the packed file renamed
+    /// over `<name>`. Oids removed are reported by the next `sync()`.
+    pub fn pack_with_progress(
+        &mut self,
+        progress: &mut dyn FnMut(PackProgress),
+    ) -> Result<PackReport> {
+        let mut job = self.begin_pack()?;
+        job.copy(progress)?;
+        self.finish_pack(job)
+    }
+
+    /// Starts a pack of what is stored now (see [`PackJob`]).
+    pub fn begin_pack(&mut self) -> Result<PackJob> {
+        self.check_writable()?;
+        if self.has_pending() {
+            return Err(Error::InvalidState(
+                "cannot pack while a transaction is being stored (call end or begin first)".into(),
+            ));
+        }
+        let pack_path = sibling(&self.path, ".pack");
+        let io_err =
+            |what: &str, e: std::io::Error| Error::io(format!("{what} {}", pack_path.display()), e);
+        let source =
+            File::open(&self.path).map_err(|e| io_err("cannot reopen the original of", e))?;
+        let pack_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&pack_path)
+            .map_err(|e| io_err("cannot create", e))?;
+        lock(&pack_file, &pack_path)?;
+        pack_file
+            .set_len(0)
+            .map_err(|e| io_err("cannot truncate", e))?;
+        let mut out = BufWriter::with_capacity(1 << 20, pack_file);
+        let mut header = shelf::MAGIC.to_vec();
+        header.extend_from_slice(&0u64.to_be_bytes());
+        out.write_all(&header)
+            .map_err(|e| io_err("cannot write", e))?;
+        Ok(PackJob {
+            path: self.path.clone(),
+            pack_path,
+            source,
+            snapshot_end: self.end,
+            map: self.map.clone(),
+            index: self.index.clone(),
+            out: Some(out),
+            live: OidBits::default(),
+            base_end: 0,
+            new_map: None,
+            kept: 0,
+            total: self.stats().records,
+            size_before: self.end,
+        })
+    }
+
+    /// Finishes a copied pack: appends the transactions committed since
+    /// `begin_pack` as they are, fsyncs, and swaps the packed file in.
+    /// Records those transactions wrote are kept whether reachable or not.
+    pub fn finish_pack(&mut self, mut job: PackJob) -> Result<PackReport> {
+        self.check_writable()?;
+        if job.path != self.path {
+            return Err(Error::InvalidState(format!(
+                "a pack of {} cannot finish on {}",
+                job.path.display(),
+                self.path.display()
+            )));
+        }
+        if self.has_pending() {
+            return Err(Error::InvalidState(
+                "cannot finish a pack while a transaction is being stored".into(),
+            ));
+        }
+        let (Some(out), Some(map)) = (job.out.take(), job.new_map.take()) else {
+            return Err(Error::InvalidState("the pack was not copied".into()));
+        };
+        let mut pack_file = out
+            .into_inner()
+            .map_err(|e| job.io_err("cannot write", e.into_error()))?;
+        // Committed meanwhile: whole transactions, copied byte for byte.
+        let mut at = job.snapshot_end;
+        let mut buf = vec![0u8; 1 << 20];
+        pack_file
+            .seek(SeekFrom::Start(job.base_end))
+            .map_err(|e| job.io_err("cannot write", e))?;
+        while at < self.end {
+            let want = buf.len().min((self.end - at) as usize);
+            let n = self.file.read_up_to(&mut buf[..want], at).map_err(|e| {
+                Error::io(format!("cannot read {} at {at}", self.path.display()), e)
+            })?;
+            if n == 0 {
+                return Err(Error::Corrupt {
+                    path: self.path.clone(),
+                    offset: at,
+                    detail: "the file ends before its last transaction".into(),
+                });
+            }
+            pack_file
+                .write_all(&buf[..n])
+                .map_err(|e| job.io_err("cannot write", e))?;
+            at += n as u64;
+        }
+        let new_end = job.base_end + (self.end - job.snapshot_end);
+        pack_file
+            .sync_all()
+            .map_err(|e| job.io_err("cannot sync", e))?;
+        let (tail_index, tail_transactions, damage) =
+            scan_transactions(&pack_file, &self.path, job.base_end, new_end)?;
+        if let Some(damage) = damage {
+            return Err(Error::Corrupt {
+                path: job.pack_path.clone(),
+                offset: damage.offset,
+                detail: format!(
+                    "the transactions copied into the pack do not scan: {}",
+                    damage.detail
+                ),
+            });
+        }
+        let mut removed: Vec<Oid> = job
             .map
             .entries()
             .map(|(oid, _)| oid)
-            .chain(self.index.iter().map(|(oid, _)| oid))
-            .filter(|&oid| !live.contains(oid))
+            .chain(job.index.iter().map(|(oid, _)| oid))
+            .filter(|&oid| !job.live.contains(oid) && !tail_index.contains(oid))
             .collect();
         removed.sort_unstable();
         removed.dedup();
 
-        let prepack = self.swap_in(&pack_path, pack_file, map, size_after)?;
+        let pack_path = job.pack_path.clone();
+        let prepack = self.swap_in(&pack_path, pack_file, map, new_end)?;
+        self.adopt_tail(tail_index, tail_transactions);
         self.invalid.extend(removed.iter().copied());
-        if dangling > 0 {
-            tracing::warn!(path = %self.path.display(), dangling, "pack kept records that refer to missing oids");
-        }
+        let (kept, size_before, size_after) = (job.kept, job.size_before, new_end);
         tracing::info!(path = %self.path.display(), kept, removed = removed.len(), size_before, size_after, "packed");
         Ok(PackReport {
             kept,
