@@ -470,3 +470,44 @@ fn commits_go_on_while_packs_run_and_none_is_lost() {
     assert_eq!(file.load(Oid(1)).unwrap(), rec(Oid(1), "v199", &[]));
     assert_eq!(file.load(Oid(0)).unwrap(), rec(Oid(0), "root", &[Oid(1)]));
 }
+
+#[test]
+fn a_client_process_killed_mid_commit_writes_nothing_and_the_others_go_on() {
+    let server = Running::start(ServerOptions::default());
+    let mut a = with_root(&server);
+    let Address::Tcp { port, .. } = &server.address else {
+        unreachable!()
+    };
+    // A real process (bash and its /dev/tcp) sends C, a length of 64 and
+    // 10 bytes of data, says so, and waits to be killed.
+    let script = format!(
+        "exec 3<>/dev/tcp/127.0.0.1/{port}; printf 'C\\000\\000\\000\\100' >&3; \
+         head -c 4 <&3 >/dev/null; printf '0123456789' >&3; echo sent; sleep 60"
+    );
+    let mut child = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "sent");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let (_, status) = a.commit(&[rec(Oid(1), "after the kill", &[])]);
+    assert_eq!(status, b'O');
+    let mut file = server.stop();
+    assert_eq!(
+        file.load(Oid(1)).unwrap(),
+        rec(Oid(1), "after the kill", &[])
+    );
+    assert_eq!(
+        file.stats().transactions,
+        2,
+        "the killed commit left no transaction"
+    );
+}

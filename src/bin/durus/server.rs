@@ -46,6 +46,12 @@ pub struct ServeArgs {
     /// Permission bits to clear on the unix socket file (octal, as a umask).
     #[arg(long, value_parser = parse_octal, requires = "unix")]
     pub umask: Option<u32>,
+    /// Owner of the unix socket file (a user name or uid).
+    #[arg(long, requires = "unix")]
+    pub owner: Option<String>,
+    /// Group of the unix socket file (a group name or gid).
+    #[arg(long, requires = "unix")]
+    pub group: Option<String>,
     /// Refuse every commit.
     #[arg(long)]
     pub readonly: bool,
@@ -65,6 +71,46 @@ pub struct ServeArgs {
 pub struct StopArgs {
     #[command(flatten)]
     pub listen: Listen,
+}
+
+/// Applies `--umask`, `--owner` and `--group` to the socket file, as
+/// Durus does at bind.
+fn secure_socket(sock: &std::path::Path, args: &ServeArgs) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(umask) = args.umask {
+        std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o777 & !umask))
+            .map_err(|e| Error::io(format!("cannot set the mode of {}", sock.display()), e))?;
+    }
+    let uid = args
+        .owner
+        .as_deref()
+        .map(|o| lookup_id("/etc/passwd", o, "user"))
+        .transpose()?;
+    let gid = args
+        .group
+        .as_deref()
+        .map(|g| lookup_id("/etc/group", g, "group"))
+        .transpose()?;
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::chown(sock, uid, gid)
+            .map_err(|e| Error::io(format!("cannot change the owner of {}", sock.display()), e))?;
+    }
+    Ok(())
+}
+
+/// A numeric id, or the id of `name` in an `/etc/passwd`-style file.
+fn lookup_id(file: &str, name: &str, what: &str) -> Result<u32> {
+    if let Ok(id) = name.parse() {
+        return Ok(id);
+    }
+    let table =
+        std::fs::read_to_string(file).map_err(|e| Error::io(format!("cannot read {file}"), e))?;
+    table
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.first() == Some(&name))
+        .and_then(|fields| fields.get(2).and_then(|id| id.parse().ok()))
+        .ok_or_else(|| Error::InvalidState(format!("no {what} named {name:?} in {file}")))
 }
 
 fn parse_octal(s: &str) -> std::result::Result<u32, String> {
@@ -98,11 +144,8 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
         ..ServerOptions::default()
     };
     let server = Server::bind(storage, &address, opts)?;
-    if let (Some(umask), Address::Unix(sock)) = (args.umask, server.address()) {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = 0o777 & !umask;
-        std::fs::set_permissions(sock, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io(format!("cannot set the mode of {}", sock.display()), e))?;
+    if let Address::Unix(sock) = server.address() {
+        secure_socket(sock, args)?;
     }
     let stop = server.stop_flag();
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -1,0 +1,126 @@
+//! `durus serve` and `durus stop` as real processes: TCP (IPv4 and IPv6)
+//! and unix sockets, the socket file's mode, stopping by the Q command and
+//! by SIGTERM with the data kept.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use common::durus;
+use durus::{ClientStorage, Connection, PObject, PRef, PersistentList};
+
+/// A `durus serve` child; its address is read from its first stderr line.
+struct Serving {
+    child: Child,
+    address: String,
+}
+
+impl Serving {
+    fn start(args: &[&str]) -> Serving {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_durus"))
+            .arg("serve")
+            .args(args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stderr.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "durus: serving FILE on ADDRESS"
+        let address = line.trim().rsplit(" on ").next().unwrap().to_string();
+        assert!(line.starts_with("durus: serving"), "{line}");
+        Serving { child, address }
+    }
+
+    /// Waits for the process to exit and returns its status code.
+    fn wait(mut self) -> i32 {
+        self.child.wait().unwrap().code().unwrap_or(-1)
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn store_list(address: &str, values: &[u32]) {
+    let conn = Connection::new(ClientStorage::connect(address).unwrap()).unwrap();
+    let list: PersistentList<u32> = values.iter().copied().collect();
+    conn.root()
+        .insert("list".into(), PObject::from(PRef::new(list)))
+        .unwrap();
+    conn.commit().unwrap();
+}
+
+fn read_list(address: &str) -> Vec<u32> {
+    let conn = Connection::new(ClientStorage::connect(address).unwrap()).unwrap();
+    let list = conn.root().get(&"list".to_string()).unwrap().unwrap();
+    list.downcast::<PersistentList<u32>>()
+        .unwrap()
+        .iter()
+        .unwrap()
+        .collect()
+}
+
+#[test]
+fn serve_over_tcp_then_stop_keeps_the_data_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("served.durus");
+    for host in ["127.0.0.1:0", "[::1]:0"] {
+        let server = Serving::start(&["--file", file.to_str().unwrap(), "--address", host]);
+        let address = server.address.clone();
+        store_list(&address, &[1, 2, 3]);
+        let stop = durus(&["stop", "--address", &address]);
+        assert_eq!(stop.code, 0, "{}", stop.stderr);
+        assert_eq!(server.wait(), 0);
+    }
+    // The file holds the last commit; the server reopens it.
+    let server = Serving::start(&["--file", file.to_str().unwrap(), "--address", "127.0.0.1:0"]);
+    assert_eq!(read_list(&server.address), [1, 2, 3]);
+}
+
+#[test]
+fn serve_on_a_unix_socket_applies_the_umask_and_removes_the_socket_on_sigterm() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("durus.sock");
+    let file = dir.path().join("db.durus");
+    let server = Serving::start(&[
+        "--file",
+        file.to_str().unwrap(),
+        "--unix",
+        sock.to_str().unwrap(),
+        "--umask",
+        "077",
+    ]);
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    store_list(&server.address, &[7]);
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(server.wait(), 0, "SIGTERM is a graceful stop");
+    assert!(!sock.exists(), "the socket file is removed on exit");
+    let mut storage = durus::FileStorage::open(&file).unwrap();
+    assert!(durus::Storage::load(&mut storage, durus::Oid::ROOT).is_ok());
+}
+
+#[test]
+fn serve_without_a_file_uses_a_temporary_one_and_stop_reports_a_missing_server() {
+    let server = Serving::start(&["--address", "127.0.0.1:0"]);
+    store_list(&server.address, &[4]);
+    assert_eq!(read_list(&server.address), [4]);
+    let address = server.address.clone();
+    assert_eq!(durus(&["stop", "--address", &address]).code, 0);
+    assert_eq!(server.wait(), 0);
+    let again = durus(&["stop", "--address", &address]);
+    assert_eq!(again.code, 2);
+    assert!(again.stderr.contains("cannot connect"), "{}", again.stderr);
+}
