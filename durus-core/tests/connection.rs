@@ -52,7 +52,7 @@ fn raw_record<S: Serialize>(oid: Oid, class: &str, state: &S) -> Vec<u8> {
 /// constructor (which counts as a transaction: the serial is then 2).
 #[test]
 fn an_empty_database_gets_a_root_dict_at_oid_0() {
-    for backend in Backend::both() {
+    for backend in Backend::all() {
         let name = backend.name();
         {
             let conn = backend.connect();
@@ -86,7 +86,7 @@ fn an_empty_database_gets_a_root_dict_at_oid_0() {
 /// spec 9.3, 14 `check_connection`: `get(1)` on a fresh database is None.
 #[test]
 fn get_of_a_missing_oid_is_none() {
-    for backend in Backend::both() {
+    for backend in Backend::all() {
         let conn = backend.connect();
         assert!(conn.get(Oid(1)).unwrap().is_none(), "{}", backend.name());
         assert!(conn.get(Oid(12345)).unwrap().is_none());
@@ -97,7 +97,7 @@ fn get_of_a_missing_oid_is_none() {
 /// abort (with or without changes) increments it.
 #[test]
 fn transaction_serial_counts_commits_and_aborts() {
-    for backend in Backend::both() {
+    for backend in Backend::all() {
         let conn = backend.connect();
         assert_eq!(conn.transaction_serial(), 2); // the root-creating commit
         conn.commit().unwrap();
@@ -196,7 +196,7 @@ fn load_count_counts_each_state_load_once() {
 /// state; new objects reached only from the aborted changes are forgotten.
 #[test]
 fn abort_drops_uncommitted_changes() {
-    for backend in Backend::both() {
+    for backend in Backend::all() {
         let name = backend.name();
         {
             let conn = backend.connect();
@@ -235,7 +235,7 @@ fn abort_drops_uncommitted_changes() {
 /// through each other) get oids in the same commit, which writes them.
 #[test]
 fn new_objects_reachable_from_changed_ones_are_written_in_the_same_commit() {
-    for backend in Backend::both() {
+    for backend in Backend::all() {
         let name = backend.name();
         let oids;
         {
@@ -295,7 +295,7 @@ fn new_objects_reachable_from_changed_ones_are_written_in_the_same_commit() {
 /// is not written and gets no oid.
 #[test]
 fn unreachable_new_objects_are_not_written() {
-    for backend in Backend::both() {
+    for backend in Backend::all() {
         let name = backend.name();
         let conn = backend.connect();
         let orphan = PRef::new(Counter::new(1));
@@ -324,7 +324,7 @@ fn unreachable_new_objects_are_not_written() {
 /// is written; removing the reference lets the same changes commit.
 #[test]
 fn a_reference_to_another_connections_object_is_refused_and_nothing_is_written() {
-    for backend in Backend::both() {
+    for backend in Backend::all() {
         let name = backend.name();
         let conn = backend.connect();
         let elsewhere = Connection::new(MemoryStorage::new()).unwrap();
@@ -421,7 +421,7 @@ fn store_counters(conn: &Connection, n: i64) -> PRef<PersistentList<PRef<Counter
 /// state; evicted objects reload correctly.
 #[test]
 fn shrinking_the_cache_ghosts_least_recently_used_objects() {
-    for backend in Backend::both() {
+    for backend in Backend::all() {
         let name = backend.name();
         let conn = backend.connect();
         conn.set_cache_size(100);
@@ -503,7 +503,7 @@ fn objects_accessed_in_the_current_transaction_stay_loaded() {
 /// changed objects, then a pack, work and lose nothing.
 #[test]
 fn a_tiny_cache_survives_repeated_commits_and_a_pack() {
-    for backend in Backend::both() {
+    for backend in Backend::all() {
         let name = backend.name();
         {
             let conn = backend.connect();
@@ -543,7 +543,7 @@ fn a_tiny_cache_survives_repeated_commits_and_a_pack() {
 /// reaches, and objects that are still reachable keep working.
 #[test]
 fn pack_through_the_connection_drops_unreachable_records() {
-    for backend in Backend::both() {
+    for backend in Backend::all() {
         let name = backend.name();
         {
             let conn = backend.connect();
@@ -559,8 +559,14 @@ fn pack_through_the_connection_drops_unreachable_records() {
             conn.root().remove(&key("b")).unwrap();
             conn.commit().unwrap();
             let report = conn.pack().unwrap();
-            assert_eq!(report.removed, vec![Oid(2)], "{name}");
-            assert_eq!(report.kept, 2, "{name}");
+            if let Backend::Socket(_) = backend {
+                // Protocol 1's P carries no report: the removals arrive as
+                // invalidations, as the checks below show.
+                assert_eq!(report, durus_core::PackReport::default());
+            } else {
+                assert_eq!(report.removed, vec![Oid(2)], "{name}");
+                assert_eq!(report.kept, 2, "{name}");
+            }
             assert!(conn.with_storage(|s| s.load(Oid(2))).is_err(), "{name}");
             // A handle to the removed object: a ghost whose record is gone.
             assert!(b.is_ghost(), "{name}");
@@ -581,7 +587,7 @@ fn pack_through_the_connection_drops_unreachable_records() {
 /// naming both classes; the right type works.
 #[test]
 fn downcast_to_the_wrong_type_is_a_type_mismatch() {
-    for backend in Backend::both() {
+    for backend in Backend::all() {
         let name = backend.name();
         {
             let conn = backend.connect();
@@ -619,7 +625,7 @@ fn downcast_to_the_wrong_type_is_a_type_mismatch() {
 /// finds such a record; so is a Python pickle record.
 #[test]
 fn an_unregistered_class_is_unknown_class() {
-    for backend in Backend::both() {
+    for backend in Backend::all() {
         let name = backend.name();
         let stranger_oid;
         {
@@ -667,7 +673,7 @@ fn an_unregistered_class_is_unknown_class() {
 /// an oid are the same object (also after it was ghosted).
 #[test]
 fn two_handles_to_one_oid_are_the_same_object() {
-    for backend in Backend::both() {
+    for backend in Backend::all() {
         let name = backend.name();
         let conn = backend.connect();
         conn.root()
@@ -817,7 +823,7 @@ fn an_alternative_root_type() {
 /// it was a ghost (it loads first); the change survives a reopen.
 #[test]
 fn writing_a_ghost_loads_it_then_marks_it_changed() {
-    for backend in Backend::both() {
+    for backend in Backend::all() {
         let name = backend.name();
         {
             let conn = backend.connect();

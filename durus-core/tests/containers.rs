@@ -64,7 +64,7 @@ type Dict = PersistentDict<String, i64>;
 /// clear, each committed and reopened.
 #[test]
 fn dict_operations_persist() {
-    for backend in Backend::both() {
+    for backend in Backend::all() {
         let name = backend.name();
         {
             let conn = backend.connect();
@@ -146,7 +146,7 @@ fn dict_operations_persist() {
 /// are stored with the dict and come back as the same objects.
 #[test]
 fn dict_of_references_persists() {
-    for backend in Backend::both() {
+    for backend in Backend::all() {
         let name = backend.name();
         {
             let conn = backend.connect();
@@ -206,7 +206,7 @@ type List = PersistentList<i64>;
 /// committed and reopened.
 #[test]
 fn list_operations_persist() {
-    for backend in Backend::both() {
+    for backend in Backend::all() {
         let name = backend.name();
         {
             let conn = backend.connect();
@@ -294,7 +294,7 @@ type Set = PersistentSet<String>;
 /// and reopened; re-adding or removing a missing element writes nothing.
 #[test]
 fn set_operations_persist() {
-    for backend in Backend::both() {
+    for backend in Backend::all() {
         let name = backend.name();
         {
             let conn = backend.connect();
@@ -343,7 +343,7 @@ fn set_operations_persist() {
 /// Containers nest: a list of dicts of sets, each its own object.
 #[test]
 fn nested_containers_are_separate_objects() {
-    for backend in Backend::both() {
+    for backend in Backend::all() {
         let name = backend.name();
         {
             let conn = backend.connect();
@@ -378,7 +378,7 @@ fn nested_containers_are_separate_objects() {
 
 #[test]
 fn borrowing_views_visit_stored_contents_in_place_and_in_order() {
-    for backend in Backend::both() {
+    for backend in Backend::all() {
         let name = backend.name();
         {
             let conn = backend.connect();
@@ -522,7 +522,7 @@ impl Db {
         };
         let file = match &backend {
             Backend::File { path, .. } => Some(path.clone()),
-            Backend::Memory(_) => None,
+            Backend::Memory(_) | Backend::Socket(_) => None,
         };
         Db { backend, file }
     }

@@ -11,7 +11,7 @@
 //! `state`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
@@ -25,7 +25,8 @@ pub(crate) struct Hub {
     commit: Mutex<()>,
     state: Mutex<State>,
     readonly: bool,
-    pack_running: AtomicBool,
+    /// Held while a pack runs.
+    packing: Mutex<()>,
     bytes_since_pack: AtomicU64,
 }
 
@@ -63,7 +64,7 @@ impl Hub {
                 root_exists: false,
             }),
             readonly,
-            pack_running: AtomicBool::new(false),
+            packing: Mutex::new(()),
             bytes_since_pack: AtomicU64::new(0),
         }
     }
@@ -143,15 +144,19 @@ impl Hub {
         })
     }
 
-    /// Packs unless a pack is running (then `None`); removed oids reach
-    /// every client through its next sync or commit.
+    /// Packs, returning when the pack is done; if one is already running,
+    /// waits for it instead (then `None`). Removed oids reach every client
+    /// through its next sync or commit.
     pub(crate) fn pack(&self) -> Result<Option<PackReport>> {
-        if self.pack_running.swap(true, Ordering::SeqCst) {
-            return Ok(None);
-        }
-        let result = self.pack_while_serving();
-        self.pack_running.store(false, Ordering::SeqCst);
-        let report = result?;
+        let _packing = match self.packing.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                drop(lock(&self.packing));
+                return Ok(None);
+            }
+        };
+        let report = self.pack_while_serving()?;
         self.bytes_since_pack.store(0, Ordering::SeqCst);
         tracing::info!(
             "pack done: {} records kept, {} removed, {} -> {} bytes",

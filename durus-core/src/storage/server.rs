@@ -358,7 +358,15 @@ impl Session {
             }
             CMD_COMMIT => self.commit(),
             CMD_PACK => {
-                self.start_pack();
+                // Answered when the pack is done (Durus answers at once for
+                // its incremental packer): the client's next sync then
+                // brings the removals. Others are served meanwhile.
+                if let Err(e) = hub.pack() {
+                    tracing::error!(
+                        "pack asked by client {} failed (the file is unchanged): {e}",
+                        self.id
+                    );
+                }
                 self.send(&[STATUS_OKAY])
             }
             other => Err(SessionEnd::Refused(format!(
@@ -410,8 +418,7 @@ impl Session {
         Ok(())
     }
 
-    /// Packs on a background thread (a pack already running is left to
-    /// finish).
+    /// Packs on a background thread (the automatic pack of `gcbytes`).
     fn start_pack(&self) {
         let shared = self.shared.clone();
         let spawned = thread::Builder::new()

@@ -240,13 +240,34 @@ impl Storage for TestClient {
     }
 }
 
-/// Where a test database lives: a [`Server`] in memory or a real file.
+/// Where a test database lives: a [`Server`] in memory, a real file, or
+/// a real file behind our storage server (connections over
+/// `ClientStorage` and a loopback socket).
 pub enum Backend {
     Memory(Server),
     File {
         _dir: tempfile::TempDir,
         path: PathBuf,
     },
+    Socket(SocketServer),
+}
+
+/// Our storage server on a thread, over a file.
+pub struct SocketServer {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    address: durus_core::storage::address::Address,
+    handle: durus_core::storage::ServerHandle,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl Drop for SocketServer {
+    fn drop(&mut self) {
+        self.handle.stop();
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap().unwrap();
+        }
+    }
 }
 
 impl Backend {
@@ -260,15 +281,39 @@ impl Backend {
         Backend::File { _dir: dir, path }
     }
 
-    /// Both backends, memory first.
-    pub fn both() -> [Backend; 2] {
-        [Backend::memory(), Backend::file()]
+    pub fn socket() -> Self {
+        use durus_core::storage::{Server as StorageServer, ServerOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("served.durus");
+        let storage = durus_core::FileStorage::open(&path).unwrap();
+        let server = StorageServer::bind(
+            storage,
+            &"127.0.0.1:0".parse().unwrap(),
+            ServerOptions::default(),
+        )
+        .unwrap();
+        let address = server.address().clone();
+        let handle = server.handle();
+        let thread = Some(std::thread::spawn(move || server.run()));
+        Backend::Socket(SocketServer {
+            _dir: dir,
+            path,
+            address,
+            handle,
+            thread,
+        })
+    }
+
+    /// Every backend: memory, file, and a file behind the server.
+    pub fn all() -> [Backend; 3] {
+        [Backend::memory(), Backend::file(), Backend::socket()]
     }
 
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Memory(_) => "memory",
             Backend::File { .. } => "file",
+            Backend::Socket(_) => "socket",
         }
     }
 
@@ -278,6 +323,10 @@ impl Backend {
         match self {
             Backend::Memory(server) => server.connect(),
             Backend::File { path, .. } => Connection::open(path).unwrap(),
+            Backend::Socket(server) => {
+                Connection::new(durus_core::ClientStorage::connect_to(&server.address).unwrap())
+                    .unwrap()
+            }
         }
     }
 
@@ -294,6 +343,7 @@ impl Backend {
                 out
             }
             Backend::File { path, .. } => std::fs::read(path).unwrap(),
+            Backend::Socket(server) => std::fs::read(&server.path).unwrap(),
         }
     }
 }
