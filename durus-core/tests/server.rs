@@ -511,3 +511,29 @@ fn a_client_process_killed_mid_commit_writes_nothing_and_the_others_go_on() {
         "the killed commit left no transaction"
     );
 }
+
+#[test]
+fn gcbytes_packs_automatically_once_enough_was_committed() {
+    let opts = ServerOptions {
+        gcbytes: 2_000,
+        ..ServerOptions::default()
+    };
+    let server = Running::start(opts);
+    let mut a = with_root(&server);
+    // Oid 1 becomes garbage; then enough bytes for an automatic pack.
+    let (_, status) = a.commit(&[rec(Oid(0), "root alone", &[])]);
+    assert_eq!(status, b'O');
+    let filler = "x".repeat(500);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut removed = false;
+    while !removed {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no automatic pack removed oid 1"
+        );
+        let (invalid, status) = a.commit(&[rec(Oid(0), &filler, &[])]);
+        assert_eq!(status, b'O');
+        removed = invalid.contains(&Oid(1)) || a.sync().contains(&Oid(1));
+    }
+    assert_eq!(a.load(Oid(1)), Err(b'K'));
+}
