@@ -15,11 +15,12 @@
 //! only as bytes arrive; the offending client is dropped with a logged
 //! reason and everyone else is served on.
 
-use std::io::{self, Write};
+use std::collections::HashMap;
+use std::io::{self, BufReader, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ use crate::storage::address::{Address, Stream};
 use crate::storage::hub::{ClientId, Hub};
 use crate::storage::Storage;
 
-/// How often idle loops look at the stop flag.
+/// How often the accept loop looks at the stop flag.
 const POLL: Duration = Duration::from_millis(50);
 
 /// How a [`Server`] runs.
@@ -92,6 +93,8 @@ struct Shared {
     opts: ServerOptions,
     stop: Arc<AtomicBool>,
     hub: Hub,
+    /// A handle on each client's socket, to wake its thread at shutdown.
+    sockets: Mutex<HashMap<ClientId, Stream>>,
 }
 
 impl Server {
@@ -132,6 +135,7 @@ impl Server {
                 hub: Hub::new(Box::new(storage), opts.readonly),
                 opts,
                 stop: Arc::new(AtomicBool::new(false)),
+                sockets: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -181,6 +185,9 @@ impl Server {
         }
         // No transaction is half written: wait for the commit in progress.
         let closed = self.shared.hub.close();
+        for socket in lock(&self.shared.sockets).values() {
+            let _ = socket.shutdown();
+        }
         if let Listener::Unix(_, path) = &self.listener {
             let _ = std::fs::remove_file(path);
         }
@@ -190,7 +197,15 @@ impl Server {
 
     fn spawn_client(&self, stream: Stream, peer: String) {
         let shared = self.shared.clone();
+        let (writer, waker) = match (stream.try_clone(), stream.try_clone()) {
+            (Ok(w), Ok(k)) => (w, k),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!("cannot serve a client from {peer}: {e}");
+                return;
+            }
+        };
         let id = shared.hub.join();
+        lock(&shared.sockets).insert(id, waker);
         tracing::debug!("client {id} connected from {peer}");
         let spawned = thread::Builder::new()
             .name(format!("durus-client-{id}"))
@@ -198,26 +213,31 @@ impl Server {
                 let mut session = Session {
                     shared: shared.clone(),
                     id,
-                    stream,
+                    reader: BufReader::with_capacity(64 << 10, stream),
+                    writer,
                 };
                 match session.serve() {
                     Ok(()) => tracing::debug!("client {id} ({peer}) disconnected"),
                     Err(e) => tracing::warn!("client {id} ({peer}) dropped: {e}"),
                 }
+                lock(&shared.sockets).remove(&id);
                 shared.hub.leave(id);
             });
         if let Err(e) = spawned {
             tracing::error!("cannot start a thread for client {id}: {e}");
+            lock(&self.shared.sockets).remove(&id);
             self.shared.hub.leave(id);
         }
     }
 }
 
-/// One client's connection.
+/// One client's connection: requests are read through a buffer (a
+/// command and its arguments usually arrive in one segment: one syscall).
 struct Session {
     shared: Arc<Shared>,
     id: ClientId,
-    stream: Stream,
+    reader: BufReader<Stream>,
+    writer: Stream,
 }
 
 /// Why a session ends.
@@ -255,6 +275,10 @@ impl From<io::Error> for SessionEnd {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn refused(e: Error) -> SessionEnd {
     SessionEnd::Refused(match e {
         Error::ReadOnly => "tried to write to a read-only server".to_string(),
@@ -264,12 +288,14 @@ fn refused(e: Error) -> SessionEnd {
 
 impl Session {
     fn serve(&mut self) -> SessionResult {
+        // Every read and write of a command must finish within the
+        // timeout; between commands a client may idle as long as it likes
+        // (a timeout there just reads again). Shutdown wakes it.
         let timeout = self.shared.opts.command_timeout;
-        self.stream.set_write_timeout(Some(timeout))?;
+        self.writer.set_write_timeout(Some(timeout))?;
+        self.writer.set_read_timeout(Some(timeout))?;
         loop {
-            // Between commands a client may idle as long as it likes.
-            self.stream.set_read_timeout(Some(POLL))?;
-            let cmd = match wire::read_u8(&mut self.stream) {
+            let cmd = match wire::read_u8(&mut self.reader) {
                 Ok(cmd) => cmd,
                 Err(e)
                     if matches!(
@@ -285,7 +311,6 @@ impl Session {
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
                 Err(e) => return Err(e.into()),
             };
-            self.stream.set_read_timeout(Some(timeout))?;
             match cmd {
                 CMD_GOODBYE => return Ok(()),
                 CMD_QUIT => {
@@ -299,7 +324,7 @@ impl Session {
     }
 
     fn send(&mut self, bytes: &[u8]) -> SessionResult {
-        self.stream.write_all(bytes)?;
+        self.writer.write_all(bytes)?;
         Ok(())
     }
 
@@ -307,7 +332,7 @@ impl Session {
         let hub = &self.shared.hub;
         match cmd {
             CMD_VERSION => {
-                let version = wire::read_u32(&mut self.stream)?;
+                let version = wire::read_u32(&mut self.reader)?;
                 self.send(&PROTOCOL_VERSION.to_be_bytes())?;
                 if version != PROTOCOL_VERSION {
                     return Err(SessionEnd::Refused(format!(
@@ -321,26 +346,26 @@ impl Session {
                 self.send(&oids[0].to_bytes())
             }
             CMD_NEW_OIDS => {
-                let n = wire::read_u8(&mut self.stream)?;
+                let n = wire::read_u8(&mut self.reader)?;
                 let oids = hub.new_oids(self.id, n as usize).map_err(refused)?;
                 let bytes: Vec<u8> = oids.iter().flat_map(|o| o.to_bytes()).collect();
                 self.send(&bytes)
             }
             CMD_LOAD => {
-                let oid = wire::read_oid(&mut self.stream)?;
+                let oid = wire::read_oid(&mut self.reader)?;
                 let mut out = Vec::new();
                 self.load_into(&mut out, oid)?;
                 self.send(&out)
             }
             CMD_BULK_LOAD => {
-                let n = wire::read_u32(&mut self.stream)?;
+                let n = wire::read_u32(&mut self.reader)?;
                 if n > self.shared.opts.max_bulk_load {
                     return Err(SessionEnd::Refused(format!(
                         "asked to bulk load {n} oids (the limit is {})",
                         self.shared.opts.max_bulk_load
                     )));
                 }
-                let bytes = wire::read_frame(&mut self.stream, n as usize * 8, usize::MAX)?;
+                let bytes = wire::read_frame(&mut self.reader, n as usize * 8, usize::MAX)?;
                 let oids = wire::parse_oids(&bytes).map_err(refused)?;
                 let mut out = Vec::new();
                 for oid in oids {
@@ -391,11 +416,11 @@ impl Session {
         let shared = self.shared.clone();
         let commit = shared.hub.begin_commit(self.id).map_err(refused)?;
         self.send(&encode_oid_list(commit.invalidations()))?;
-        let len = wire::read_u32(&mut self.stream)? as usize;
+        let len = wire::read_u32(&mut self.reader)? as usize;
         if len == 0 {
             return Ok(()); // the client abandoned the transaction (a conflict)
         }
-        let data = wire::read_frame(&mut self.stream, len, self.shared.opts.max_transaction)
+        let data = wire::read_frame(&mut self.reader, len, self.shared.opts.max_transaction)
             .map_err(|e| match e.kind() {
                 io::ErrorKind::InvalidData => {
                     SessionEnd::Refused(format!("sent a transaction too large: {e}"))
