@@ -33,8 +33,8 @@ pub(crate) struct Hub {
 struct State {
     storage: Box<dyn Storage + Send>,
     clients: HashMap<ClientId, Client>,
-    /// Oids handed to clients that left without committing them: nobody
-    /// may commit them (they were never handed to anyone still here).
+    /// Oids handed to clients that left without committing them, or
+    /// skipped when handing out: nobody may commit them.
     orphaned: HashSet<Oid>,
     next_client: ClientId,
     /// Known once seen; a pack never removes the root.
@@ -100,6 +100,9 @@ impl Hub {
         while oids.len() < n {
             let oid = state.storage.new_oid()?;
             if oid == Oid::ROOT || state.clients.values().any(|c| c.invalid.contains(&oid)) {
+                // Allocated by the storage but handed to nobody: nobody
+                // may commit it either.
+                state.orphaned.insert(oid);
                 continue;
             }
             oids.push(oid);
