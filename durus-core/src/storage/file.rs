@@ -828,6 +828,11 @@ impl Storage for FileStorage {
             .map(<[u8]>::to_vec)
     }
 
+    fn contains(&mut self, oid: Oid) -> Result<bool> {
+        self.check_open()?;
+        Ok(self.position(oid).is_some())
+    }
+
     fn begin(&mut self) -> Result<()> {
         self.check_open()?;
         self.clear_pending();

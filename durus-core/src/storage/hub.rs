@@ -33,9 +33,6 @@ pub(crate) struct Hub {
 struct State {
     storage: Box<dyn Storage + Send>,
     clients: HashMap<ClientId, Client>,
-    /// Oids handed to clients that left without committing them, or
-    /// skipped when handing out: nobody may commit them.
-    orphaned: HashSet<Oid>,
     next_client: ClientId,
     /// Known once seen; a pack never removes the root.
     root_exists: bool,
@@ -59,7 +56,6 @@ impl Hub {
             state: Mutex::new(State {
                 storage,
                 clients: HashMap::new(),
-                orphaned: HashSet::new(),
                 next_client: 1,
                 root_exists: false,
             }),
@@ -79,9 +75,9 @@ impl Hub {
 
     pub(crate) fn leave(&self, id: ClientId) {
         let mut state = lock(&self.state);
-        if let Some(client) = state.clients.remove(&id) {
-            state.orphaned.extend(client.unused);
-        }
+        // Its unused oids stay allocated in the storage (never handed out
+        // again) and unwritable: nobody holds them and they are not stored.
+        state.clients.remove(&id);
     }
 
     /// `n` new oids for client `id`, never one another client must not see
@@ -100,9 +96,6 @@ impl Hub {
         while oids.len() < n {
             let oid = state.storage.new_oid()?;
             if oid == Oid::ROOT || state.clients.values().any(|c| c.invalid.contains(&oid)) {
-                // Allocated by the storage but handed to nobody: nobody
-                // may commit it either.
-                state.orphaned.insert(oid);
                 continue;
             }
             oids.push(oid);
@@ -222,14 +215,13 @@ impl Commit<'_> {
             return Err(Error::ReadOnly);
         }
         let mut state = lock(&self.hub.state);
-        if let Some(why) = entries
-            .iter()
-            .find_map(|(oid, _)| state.refuse_write(self.id, *oid))
-        {
-            return Err(Error::InvalidState(format!(
-                "client {} cannot commit: {why}",
-                self.id
-            )));
+        for (oid, _) in entries {
+            if let Some(why) = state.refuse_write(self.id, *oid)? {
+                return Err(Error::InvalidState(format!(
+                    "client {} cannot commit: {why}",
+                    self.id
+                )));
+            }
         }
         if let Err(e) = write(&mut *state.storage, entries) {
             let _ = state.storage.begin(); // drop whatever was staged
@@ -283,27 +275,26 @@ impl State {
         !self.root_exists
     }
 
-    /// Why client `id` may not write `oid`, if it may not. The root is
-    /// everyone's (clients may race to create it: the first commit wins
-    /// and the others see a conflict).
-    fn refuse_write(&self, id: ClientId, oid: Oid) -> Option<String> {
-        if oid == Oid::ROOT
-            || self
-                .clients
-                .get(&id)
-                .is_some_and(|c| c.unused.contains(&oid))
-        {
-            return None;
+    /// Why client `id` may not write `oid`, if it may not: only the root
+    /// (everyone's: clients may race to create it, the first commit wins
+    /// and the others see a conflict), oids handed to this client, and
+    /// stored objects may be written.
+    fn refuse_write(&mut self, id: ClientId, oid: Oid) -> Result<Option<String>> {
+        let own = self
+            .clients
+            .get(&id)
+            .is_some_and(|c| c.unused.contains(&oid));
+        if oid == Oid::ROOT || own || self.storage.contains(oid)? {
+            return Ok(None);
         }
-        if self.orphaned.contains(&oid) {
-            return Some(format!(
-                "oid {oid} was handed to a client that left, not to this one"
-            ));
-        }
-        self.clients
-            .iter()
-            .find(|(other, c)| **other != id && c.unused.contains(&oid))
-            .map(|(other, _)| format!("oid {oid} was handed to client {other}, not to this one"))
+        Ok(Some(
+            match self.clients.iter().find(|(_, c)| c.unused.contains(&oid)) {
+                Some((other, _)) => {
+                    format!("oid {oid} was handed to client {other}, not to this one")
+                }
+                None => format!("oid {oid} was never handed to this client and is not stored"),
+            },
+        ))
     }
 }
 

@@ -35,6 +35,11 @@ impl MemoryStorage {
 }
 
 impl Storage for MemoryStorage {
+    fn contains(&mut self, oid: Oid) -> Result<bool> {
+        self.check_open()?;
+        Ok(self.records.contains_key(&oid))
+    }
+
     fn load(&mut self, oid: Oid) -> Result<Vec<u8>> {
         self.check_open()?;
         self.records

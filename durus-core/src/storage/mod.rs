@@ -53,6 +53,16 @@ pub trait Storage {
     /// The current record for `oid`, or [`crate::Error::KeyNotFound`].
     fn load(&mut self, oid: Oid) -> Result<Vec<u8>>;
 
+    /// Whether a record is stored under `oid`. Storages that can answer
+    /// without reading the record override this.
+    fn contains(&mut self, oid: Oid) -> Result<bool> {
+        match self.load(oid) {
+            Ok(_) => Ok(true),
+            Err(crate::Error::KeyNotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Several records at once, in the order asked. Storages with a cost
     /// per request (the client storage) override this.
     fn bulk_load(&mut self, oids: &[Oid]) -> Result<Vec<Vec<u8>>> {
