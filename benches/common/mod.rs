@@ -66,3 +66,115 @@ pub fn remove_db(path: &Path) {
         let _ = std::fs::remove_file(PathBuf::from(p));
     }
 }
+
+// ------------------------------------------- added for benches/server.rs
+// (`allow(dead_code)`: not every bench executable uses every helper)
+
+/// Where a driver puts its temporary files: `--tmp`, else `$BENCH_TMP`,
+/// else `target/bench-tmp` under the project root.
+#[allow(dead_code)]
+pub fn bench_tmp_base(tmp: Option<&Path>) -> PathBuf {
+    tmp.map(Path::to_path_buf).unwrap_or_else(|| {
+        std::env::var_os("BENCH_TMP")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-tmp"))
+    })
+}
+
+/// The median of `xs` (the mean of the middle two for an even count).
+#[allow(dead_code)]
+pub fn median(xs: &[f64]) -> f64 {
+    let mut sorted = xs.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.is_empty() {
+        f64::NAN
+    } else if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    }
+}
+
+/// A result line in the schema of `benches/objects.rs`: raw seconds per
+/// repetition and the rate `items / seconds` in `unit` (median, min, max).
+#[allow(dead_code)]
+pub fn rate_row(
+    workload: &str,
+    items: u64,
+    unit: &str,
+    secs: &[f64],
+    rss_kb: u64,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let slowest = secs.iter().copied().fold(f64::NAN, f64::max);
+    let fastest = secs.iter().copied().fold(f64::NAN, f64::min);
+    let rate = |s: f64| items as f64 / s;
+    serde_json::json!({
+        "side": "rust",
+        "workload": workload,
+        "items": items,
+        "unit": unit,
+        "reps": secs.len(),
+        "secs": secs,
+        "median": rate(median(secs)),
+        "min": rate(slowest),
+        "max": rate(fastest),
+        "peak_rss_kb": rss_kb,
+        "extra": extra,
+    })
+}
+
+/// Removes `--flag VALUE` from `args` and returns the value, if present
+/// (for worker flags that [`Args`] does not know).
+#[allow(dead_code)]
+pub fn take_flag(args: &mut Vec<String>, flag: &str) -> AnyResult<Option<String>> {
+    match args.iter().position(|a| a == flag) {
+        None => Ok(None),
+        Some(i) if i + 1 < args.len() => {
+            let value = args.remove(i + 1);
+            args.remove(i);
+            Ok(Some(value))
+        }
+        Some(_) => Err(format!("{flag} needs a value").into()),
+    }
+}
+
+/// Peak resident set size of another live process in KiB (its VmHWM).
+#[allow(dead_code)]
+pub fn proc_peak_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Runs this executable again as `--worker NAME ARGS...` and parses the
+/// JSON lines it prints (lines starting with `{`).
+#[allow(dead_code)]
+pub fn run_worker(name: &str, args: &[String]) -> AnyResult<Vec<serde_json::Value>> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["--worker", name])
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "worker {name} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    let mut rows = Vec::new();
+    for line in String::from_utf8(out.stdout)?.lines() {
+        if line.starts_with('{') {
+            rows.push(serde_json::from_str(line)?);
+        }
+    }
+    Ok(rows)
+}
