@@ -20,7 +20,7 @@ use crate::format::protocol::{
     PROTOCOL_VERSION, STATUS_INVALID, STATUS_KEYERROR, STATUS_OKAY,
 };
 use crate::format::{record, Oid};
-use crate::storage::address::{Address, Stream};
+use crate::storage::address::{Address, Stream, DEFAULT_SPIN};
 use crate::storage::walk::reachable_records;
 use crate::storage::{PackReport, RecordIter, Storage};
 
@@ -97,7 +97,13 @@ impl ClientStorage {
     /// Connects to the server at `address` and checks that it speaks
     /// protocol 1 (the `V` handshake, which Durus's client always sends).
     pub fn connect_to(address: &Address) -> Result<ClientStorage> {
-        let stream = address.connect()?;
+        let mut stream = address.connect()?;
+        stream.set_spin(DEFAULT_SPIN).map_err(|e| {
+            Error::io(
+                format!("cannot make the socket to {address} non-blocking"),
+                e,
+            )
+        })?;
         Self::handshake(address.clone(), stream)
     }
 
@@ -130,6 +136,19 @@ impl ClientStorage {
     /// The server this storage talks to.
     pub fn address(&self) -> &Address {
         &self.address
+    }
+
+    /// Sets how long a request polls for its answer before sleeping
+    /// (default [`DEFAULT_SPIN`]; zero: it sleeps at once, sparing the CPU
+    /// on a machine with more busy processes than cores).
+    pub fn set_spin(&mut self, spin: Duration) -> Result<()> {
+        let address = self.address.clone();
+        self.stream
+            .as_mut()
+            .ok_or(Error::Closed)?
+            .get_mut()
+            .set_spin(spin)
+            .map_err(|e| Error::io(format!("cannot set the spin on {address}"), e))
     }
 
     /// Limits how long any one read or write on the connection may block
@@ -523,7 +542,7 @@ mod tests {
             script(&mut theirs);
         });
         let address = Address::Unix("/scripted".into());
-        let client = ClientStorage::handshake(address, Stream::Unix(ours)).unwrap();
+        let client = ClientStorage::handshake(address, Stream::from(ours)).unwrap();
         (client, server)
     }
 
@@ -545,7 +564,7 @@ mod tests {
             theirs.write_all(&[0, 0, 0, 2]).unwrap();
         });
         let err =
-            ClientStorage::handshake(Address::Unix("/x".into()), Stream::Unix(ours)).unwrap_err();
+            ClientStorage::handshake(Address::Unix("/x".into()), Stream::from(ours)).unwrap_err();
         assert!(matches!(err, Error::Protocol { .. }), "{err}");
         assert!(err.to_string().contains("protocol 2"), "{err}");
         server.join().unwrap();

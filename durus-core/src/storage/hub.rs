@@ -13,6 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::format::Oid;
@@ -28,6 +29,8 @@ pub(crate) struct Hub {
     /// Held while a pack runs.
     packing: Mutex<()>,
     bytes_since_pack: AtomicU64,
+    /// How long a committer polls for the commit lock before sleeping.
+    commit_spin: Duration,
 }
 
 struct State {
@@ -44,13 +47,34 @@ struct Client {
     unused: HashSet<Oid>,
 }
 
+/// Takes a lock held for about one client round trip, staying awake for
+/// up to `spin` before sleeping (why: [`Stream`](crate::storage::address::Stream)).
+fn spin_lock<T>(m: &Mutex<T>, spin: Duration) -> MutexGuard<'_, T> {
+    let start = Instant::now();
+    loop {
+        match m.try_lock() {
+            Ok(g) => return g,
+            Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {}
+        }
+        if start.elapsed() >= spin {
+            return lock(m);
+        }
+        std::thread::yield_now();
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicking client thread must not take everyone down with it.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Hub {
-    pub(crate) fn new(storage: Box<dyn Storage + Send>, readonly: bool) -> Hub {
+    pub(crate) fn new(
+        storage: Box<dyn Storage + Send>,
+        readonly: bool,
+        commit_spin: Duration,
+    ) -> Hub {
         Hub {
             commit: Mutex::new(()),
             state: Mutex::new(State {
@@ -62,6 +86,7 @@ impl Hub {
             readonly,
             packing: Mutex::new(()),
             bytes_since_pack: AtomicU64::new(0),
+            commit_spin,
         }
     }
 
@@ -130,7 +155,7 @@ impl Hub {
     /// abandons by dropping the result) or writes its records with
     /// [`Commit::write`]. Other commits wait until then.
     pub(crate) fn begin_commit(&self, id: ClientId) -> Result<Commit<'_>> {
-        let guard = lock(&self.commit);
+        let guard = spin_lock(&self.commit, self.commit_spin);
         let invalid = self.sync(id)?;
         Ok(Commit {
             hub: self,

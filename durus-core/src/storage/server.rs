@@ -27,7 +27,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::format::protocol::{self as wire, *};
 use crate::format::Oid;
-use crate::storage::address::{Address, Stream};
+use crate::storage::address::{Address, Stream, DEFAULT_SPIN};
 use crate::storage::hub::{ClientId, Hub};
 use crate::storage::Storage;
 
@@ -48,6 +48,9 @@ pub struct ServerOptions {
     pub max_transaction: usize,
     /// The most oids one bulk load may ask for.
     pub max_bulk_load: u32,
+    /// How long a client's thread polls its socket for the next request
+    /// before sleeping (see [`Stream`]; zero: never).
+    pub spin: Duration,
 }
 
 impl Default for ServerOptions {
@@ -58,6 +61,7 @@ impl Default for ServerOptions {
             command_timeout: Duration::from_secs(10),
             max_transaction: 1 << 30,
             max_bulk_load: 1 << 20,
+            spin: DEFAULT_SPIN,
         }
     }
 }
@@ -132,7 +136,9 @@ impl Server {
             listener,
             address,
             shared: Arc::new(Shared {
-                hub: Hub::new(Box::new(storage), opts.readonly),
+                // A committer waits for the few commits ahead of it, each about
+                // one client round trip.
+                hub: Hub::new(Box::new(storage), opts.readonly, opts.spin * 4),
                 opts,
                 stop: Arc::new(AtomicBool::new(false)),
                 sockets: Mutex::new(HashMap::new()),
@@ -171,11 +177,11 @@ impl Server {
             let accepted = match &self.listener {
                 Listener::Tcp(l) => l.accept().map(|(s, peer)| {
                     let _ = s.set_nodelay(true);
-                    (Stream::Tcp(s), peer.to_string())
+                    (Stream::from(s), peer.to_string())
                 }),
                 Listener::Unix(l, _) => l
                     .accept()
-                    .map(|(s, _)| (Stream::Unix(s), "unix socket".to_string())),
+                    .map(|(s, _)| (Stream::from(s), "unix socket".to_string())),
             };
             match accepted {
                 Ok((stream, peer)) => self.spawn_client(stream, peer),
@@ -195,8 +201,11 @@ impl Server {
         closed
     }
 
-    fn spawn_client(&self, stream: Stream, peer: String) {
+    fn spawn_client(&self, mut stream: Stream, peer: String) {
         let shared = self.shared.clone();
+        if let Err(e) = stream.set_spin(shared.opts.spin) {
+            tracing::warn!("cannot make the socket of {peer} non-blocking: {e}");
+        }
         let (writer, waker) = match (stream.try_clone(), stream.try_clone()) {
             (Ok(w), Ok(k)) => (w, k),
             (Err(e), _) | (_, Err(e)) => {

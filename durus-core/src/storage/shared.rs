@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::format::Oid;
@@ -25,7 +26,7 @@ impl SharedStorage {
     /// Shares `storage`.
     pub fn new(storage: impl Storage + Send + 'static) -> SharedStorage {
         SharedStorage {
-            hub: Arc::new(Hub::new(Box::new(storage), false)),
+            hub: Arc::new(Hub::new(Box::new(storage), false, Duration::ZERO)),
         }
     }
 
