@@ -86,13 +86,19 @@ impl Connection {
     fn root_or_create<R: Persistent + Default>(&self) -> Result<PObject> {
         let mut attempt = 1;
         loop {
-            if let Some(root) = self.get(Oid::ROOT)? {
-                // Loaded now, as Durus does (without counting as an access).
-                let typed = root.downcast::<R>()?;
-                if typed.is_ghost() {
-                    self.inner.load_state::<R>(typed.cell())?;
+            // Loaded now, as Durus does (without counting as an access). A
+            // root another client has just committed can arrive as a read
+            // conflict (it is in this client's invalidations): catch up and
+            // load again.
+            match self.load_root::<R>() {
+                Ok(Some(root)) => return Ok(root),
+                Ok(None) => {}
+                Err(e) if e.is_conflict() && attempt < TRANSACT_ATTEMPTS => {
+                    self.abort();
+                    attempt += 1;
+                    continue;
                 }
-                return Ok(root);
+                Err(e) => return Err(e),
             }
             // A local storage hands out oid 0 first; a server may have
             // handed it to another client, which may never use it: the
@@ -111,6 +117,18 @@ impl Connection {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The root, loaded, if the storage has one.
+    fn load_root<R: Persistent>(&self) -> Result<Option<PObject>> {
+        let Some(root) = self.get(Oid::ROOT)? else {
+            return Ok(None);
+        };
+        let typed = root.downcast::<R>()?;
+        if typed.is_ghost() {
+            self.inner.load_state::<R>(typed.cell())?;
+        }
+        Ok(Some(root))
     }
 
     /// The root object as a `R`.
