@@ -28,8 +28,8 @@ pub use durus_core::object::Persistent;
 pub use durus_core::tools::instances::{gen_every_instance, touch_every_reference};
 pub use durus_core::{collections, error, format, object, storage, tools};
 pub use durus_core::{
-    ClientStorage, Connection, Database, Error, FileStorage, FileStorageOptions, MemoryStorage,
-    Oid, PObject, PRef, PackReport, PersistentDict, PersistentList, PersistentSet, Result, Storage,
+    BTree, ClientStorage, Connection, Database, Error, FileStorage, FileStorageOptions,
+    MemoryStorage, Oid, PObject, PRef, PackReport, PersistentDict, PersistentList, PersistentSet, Result, Storage,
     StorageExt,
 };
 pub use durus_derive::Persistent;
@@ -38,8 +38,8 @@ pub use durus_derive::Persistent;
 pub mod prelude {
     pub use durus_core::object::Persistent;
     pub use durus_core::{
-        ClientStorage, Connection, Database, Error, FileStorage, FileStorageOptions, MemoryStorage,
-        Oid, PObject, PRef, PersistentDict, PersistentList, PersistentSet, Result, Storage,
+        BTree, ClientStorage, Connection, Database, Error, FileStorage, FileStorageOptions,
+        MemoryStorage, Oid, PObject, PRef, PersistentDict, PersistentList, PersistentSet, Result, Storage,
         StorageExt,
     };
     pub use durus_derive::Persistent;

@@ -13,7 +13,7 @@ pub mod object;
 pub mod storage;
 pub mod tools;
 
-pub use collections::{PersistentDict, PersistentList, PersistentSet};
+pub use collections::{BTree, PersistentDict, PersistentList, PersistentSet};
 pub use error::{Error, Result};
 pub use format::Oid;
 pub use object::{Connection, Database, PObject, PRef, Persistent};

@@ -2,12 +2,14 @@
 //! API: each is a plain serde type implementing `Persistent`, with its
 //! operations on the handle (`PRef<PersistentDict<K, V>>::insert`, ...).
 //! Each container is one object: a change rewrites the whole container
-//! (use `BTree` for large collections).
+//! (use `BTree`, whose nodes are separate objects, for large collections).
 
+mod btree;
 mod dict;
 mod list;
 mod set;
 
+pub use btree::{BTree, Iter as BTreeIter, DEFAULT_NODE_SIZE};
 pub use dict::PersistentDict;
 pub use list::PersistentList;
 pub use set::PersistentSet;
