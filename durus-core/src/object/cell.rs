@@ -25,6 +25,20 @@ pub(crate) struct Link {
     /// in this transaction" is one comparison on every read, with no
     /// upgrade of `conn`.
     pub(crate) serial: Cell<u64>,
+    /// Cells alive with this link: the cache's exact count, kept by the
+    /// cells themselves because ghosting a container frees the cells only
+    /// its state held, which nothing else would notice.
+    pub(crate) live: Rc<Cell<usize>>,
+}
+
+impl Link {
+    fn add(&self) {
+        self.live.set(self.live.get() + 1);
+    }
+
+    fn remove(&self) {
+        self.live.set(self.live.get().saturating_sub(1));
+    }
 }
 
 /// `repr(C)` keeps what every read touches (status, serial, link, state)
@@ -63,6 +77,7 @@ impl ObjectCell {
 
     /// A ghost of a stored object.
     pub(crate) fn new_ghost(oid: Oid, link: Rc<Link>, class: &'static str) -> Rc<ObjectCell> {
+        link.add();
         Rc::new(ObjectCell {
             oid: Cell::new(Some(oid)),
             status: Cell::new(Status::Ghost),
@@ -94,18 +109,39 @@ impl ObjectCell {
 
     /// Drops the state (the cell becomes a ghost). A state borrowed at the
     /// moment (a `read` closure that called back into the connection) is
-    /// left alone.
-    pub(crate) fn ghostify(&self) {
-        if let Ok(mut state) = self.state.try_borrow_mut() {
-            *state = None;
-            self.status.set(Status::Ghost);
+    /// left alone, and the answer is false.
+    pub(crate) fn ghostify(&self) -> bool {
+        let Ok(mut state) = self.state.try_borrow_mut() else {
+            return false;
+        };
+        *state = None;
+        self.status.set(Status::Ghost);
+        true
+    }
+
+    /// Joins the connection of `link` (a new object getting its oid), or
+    /// leaves its connection (`None`).
+    pub(crate) fn set_link(&self, link: Option<Rc<Link>>) {
+        if let Some(new) = &link {
+            new.add();
+        }
+        if let Some(old) = self.link.replace(link) {
+            old.remove();
         }
     }
 
     /// Forgets the oid and connection (a new object whose commit failed).
     pub(crate) fn unstore(&self) {
         self.oid.set(None);
-        *self.link.borrow_mut() = None;
+        self.set_link(None);
         self.status.set(Status::Unsaved);
+    }
+}
+
+impl Drop for ObjectCell {
+    fn drop(&mut self) {
+        if let Some(link) = self.link.get_mut() {
+            link.remove();
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use crate::error::{Error, Result};
 use crate::format::{class_name, Oid, Record};
-use crate::object::cache::Cache;
+use crate::object::cache::{Cache, OidSet, Prefetched};
 use crate::object::cell::{Link, ObjectCell, Status};
 use crate::object::slot::Slot;
 use crate::object::{class, codec, registry, PObject, PRef, Persistent};
@@ -44,6 +44,10 @@ pub(crate) struct ConnInner {
     /// The transaction serial (and a way back here), shared with every cell.
     link: Rc<Link>,
     load_count: Cell<u64>,
+    /// Calls of the storage's `load` and `bulk_load` made by this connection.
+    storage_loads: Cell<u64>,
+    /// Records fetched ahead of their loads (bounded by the cache size).
+    prefetched: RefCell<Prefetched>,
     root: RefCell<Option<Rc<ObjectCell>>>,
 }
 
@@ -60,17 +64,22 @@ impl Connection {
         storage: impl Storage + 'static,
     ) -> Result<Connection> {
         registry::register::<R>();
+        let cache = Cache::new(DEFAULT_CACHE_SIZE);
+        let live = cache.live_counter();
         let conn = Connection {
             inner: Rc::new_cyclic(|me| ConnInner {
                 storage: RefCell::new(Box::new(storage)),
-                cache: RefCell::new(Cache::new(DEFAULT_CACHE_SIZE)),
+                cache: RefCell::new(cache),
                 changed: RefCell::new(Vec::new()),
                 invalid: RefCell::new(BTreeSet::new()),
                 link: Rc::new(Link {
                     conn: me.clone(),
                     serial: Cell::new(1),
+                    live,
                 }),
                 load_count: Cell::new(0),
+                storage_loads: Cell::new(0),
+                prefetched: RefCell::new(Prefetched::default()),
                 root: RefCell::new(None),
             }),
         };
@@ -148,16 +157,17 @@ impl Connection {
         if let Some(cell) = self.inner.cache.borrow().get(oid) {
             return Ok(Some(PObject::from_cell(cell)));
         }
-        let record = match self.inner.fetch_record(oid) {
-            Ok(record) => record,
-            Err(Error::KeyNotFound(_)) => return Ok(None),
-            Err(e) => return Err(e),
+        // A prefetched record stays buffered for the load that follows.
+        let buffered = self.inner.prefetched.borrow().peek(oid).map(record_class);
+        let class = match buffered {
+            Some(class) => class?,
+            None => match self.inner.fetch_record(oid) {
+                Ok(record) => record_class(&record)?,
+                Err(Error::KeyNotFound(_)) => return Ok(None),
+                Err(e) => return Err(e),
+            },
         };
-        let rec = Record::decode(&record)?;
-        let class = class_name::extract(rec.data).display();
-        Ok(Some(PObject::from_cell(
-            self.inner.cell_for(oid, class::intern(&class)),
-        )))
+        Ok(Some(PObject::from_cell(self.inner.cell_for(oid, class))))
     }
 
     /// Marks the object stored under `oid` as changed, so the next commit
@@ -244,7 +254,17 @@ impl Connection {
     }
 
     /// Sets the cache size (at least 1); takes effect at the next
-    /// commit, abort or [`Connection::shrink_cache`].
+    /// commit, abort or [`Connection::shrink_cache`], or within a
+    /// transaction once about that many states have loaded since the last
+    /// shrink. The cache size also bounds the records buffered by
+    /// [`PRef::prefetch`] and [`Connection::crawl`].
+    ///
+    /// Within a transaction, the cache ghosts least recently used objects
+    /// even if this transaction read them (never changed ones), so that
+    /// one transaction can read more objects than fit in memory. Conflicts
+    /// are unaffected: such an object still counts as read by this
+    /// transaction, and loading it again after another client changed it
+    /// is an [`Error::ReadConflict`].
     pub fn set_cache_size(&self, size: usize) {
         self.inner.cache.borrow_mut().set_size(size);
     }
@@ -257,6 +277,14 @@ impl Connection {
     /// States loaded from the storage by this connection so far.
     pub fn load_count(&self) -> u64 {
         self.inner.load_count.get()
+    }
+
+    /// Round trips to the storage this connection made to read records so
+    /// far: one per `load` and one per `bulk_load` call. A load served by
+    /// records fetched ahead ([`PRef::prefetch`], [`Connection::crawl`])
+    /// costs none, which is what this measures.
+    pub fn storage_loads(&self) -> u64 {
+        self.inner.storage_loads.get()
     }
 
     /// Starts at 1; every commit and abort increments it.
@@ -276,6 +304,19 @@ impl Connection {
     pub fn with_storage<R>(&self, f: impl FnOnce(&mut dyn Storage) -> R) -> R {
         f(&mut **self.inner.storage.borrow_mut())
     }
+
+    pub(crate) fn inner(&self) -> &Rc<ConnInner> {
+        &self.inner
+    }
+}
+
+/// The interned class name a record's data starts with.
+pub(crate) fn class_of(rec: &Record) -> &'static str {
+    class::intern(&class_name::extract(rec.data).display())
+}
+
+fn record_class(record: &[u8]) -> Result<&'static str> {
+    Ok(class_of(&Record::decode(record)?))
 }
 
 impl ConnInner {
@@ -300,7 +341,7 @@ impl ConnInner {
     fn adopt_as(self: &Rc<Self>, cell: &Rc<ObjectCell>, oid: Oid) {
         cell.oid.set(Some(oid));
         cell.displaced.set(false);
-        *cell.link.borrow_mut() = Some(self.link.clone());
+        cell.set_link(Some(self.link.clone()));
         let mut cache = self.cache.borrow_mut();
         // A cell still cached under this oid is what is left of an object
         // a pack removed (the storage reuses its oid): it stops being the
@@ -352,6 +393,13 @@ impl ConnInner {
         if self.invalid.borrow().contains(&oid) || !self.is_current(cell) {
             return Err(Error::ReadConflict { oids: vec![oid] });
         }
+        // Before the load, so that the shrink cannot ghost `cell` between
+        // its load and the access the caller is about to make.
+        if self.cache.borrow_mut().note_load() {
+            self.cache
+                .borrow_mut()
+                .shrink_within(self.link.serial.get());
+        }
         let record = self.load_record(oid)?;
         let rec = Record::decode(&record)?;
         let (class, state) = match class_name::extract(rec.data) {
@@ -398,36 +446,155 @@ impl ConnInner {
         }
     }
 
-    /// A record from the storage; when the storage reports a read
-    /// conflict (the oid changed since the last sync), catches up and
-    /// retries once, unless catching up reveals a conflict (spec 9.3).
+    /// A record: the one prefetched for `oid`, else the storage's.
     fn fetch_record(&self, oid: Oid) -> Result<Vec<u8>> {
-        let first = self.storage.borrow_mut().load(oid);
-        match first {
-            Err(Error::ReadConflict { .. }) => {
-                let oids = self.storage.borrow_mut().sync()?;
-                self.handle_invalidations(&oids, Some(oid))?;
-                self.storage.borrow_mut().load(oid)
+        if let Some(record) = self.prefetched.borrow_mut().take(oid) {
+            return Ok(record);
+        }
+        self.retrying_read_conflict(oid, || self.round_trip(|s| s.load(oid)))
+    }
+
+    /// Runs `fetch`; when the storage reports a read conflict (an oid
+    /// changed since the last sync), catches up and runs it once more,
+    /// unless catching up reveals a conflict, reported as a read conflict
+    /// on the oid the storage named, else `read_oid` (spec 9.3).
+    fn retrying_read_conflict<R>(
+        &self,
+        read_oid: Oid,
+        mut fetch: impl FnMut() -> Result<R>,
+    ) -> Result<R> {
+        match fetch() {
+            Err(Error::ReadConflict { oids }) => {
+                let read_oid = oids.first().copied().unwrap_or(read_oid);
+                let invalidated = self.storage.borrow_mut().sync()?;
+                self.handle_invalidations(&invalidated, Some(read_oid))?;
+                fetch()
             }
             other => other,
         }
     }
 
+    /// One call of the storage to read records, counted.
+    fn round_trip<R>(&self, call: impl FnOnce(&mut dyn Storage) -> Result<R>) -> Result<R> {
+        self.storage_loads.set(self.storage_loads.get() + 1);
+        call(&mut **self.storage.borrow_mut())
+    }
+
+    /// The records of `oids` in one `bulk_load`, checked to be one per oid
+    /// and each the record of its oid.
+    fn bulk_load(&self, oids: &[Oid]) -> Result<Vec<Vec<u8>>> {
+        let records = self.round_trip(|s| s.bulk_load(oids))?;
+        if records.len() != oids.len() {
+            return Err(Error::InvalidState(format!(
+                "the storage answered a bulk load of {} oids with {} records",
+                oids.len(),
+                records.len()
+            )));
+        }
+        for (&oid, record) in oids.iter().zip(&records) {
+            crate::format::record::check_stored_as(oid, record)?;
+        }
+        Ok(records)
+    }
+
+    /// The records of `oids` in one bulk load (retried once after a read
+    /// conflict, as a single load is), for [`Connection::crawl`].
+    pub(crate) fn fetch_records(&self, oids: &[Oid]) -> Result<Vec<Vec<u8>>> {
+        let Some(&first) = oids.first() else {
+            return Ok(Vec::new());
+        };
+        self.retrying_read_conflict(first, || self.bulk_load(oids))
+    }
+
+    /// Buffers `record` for the next load of `oid` (see [`Prefetched`]).
+    pub(crate) fn buffer_record(&self, oid: Oid, record: Vec<u8>) {
+        let capacity = self.cache.borrow().size();
+        self.prefetched.borrow_mut().insert(oid, record, capacity);
+    }
+
+    /// The most records a bulk load should fetch ahead: what the buffer
+    /// keeps.
+    pub(crate) fn prefetch_capacity(&self) -> usize {
+        self.cache.borrow().size()
+    }
+
+    /// Fetches the records of the ghosts among `cells` that belong to the
+    /// same connection as the first of them, with one bulk load, into the
+    /// prefetch buffer; returns how many were fetched. Oids already
+    /// buffered or in conflict are skipped; at most the buffer's capacity
+    /// is fetched. A conflict or a missing record only means nothing is
+    /// buffered: the single loads that follow report it as they should.
+    pub(crate) fn prefetch<'a>(
+        cells: impl IntoIterator<Item = &'a Rc<ObjectCell>>,
+    ) -> Result<usize> {
+        let mut conn: Option<Rc<ConnInner>> = None;
+        let mut oids = Vec::new();
+        let mut seen = OidSet::default();
+        for cell in cells {
+            if cell.status.get() != Status::Ghost || cell.displaced.get() {
+                continue;
+            }
+            let (Some(oid), Some(link)) = (cell.oid.get(), cell.link.borrow().clone()) else {
+                continue;
+            };
+            match &conn {
+                Some(c) if !Rc::ptr_eq(&c.link, &link) => continue,
+                Some(_) => {}
+                None => match link.conn.upgrade() {
+                    Some(c) => conn = Some(c),
+                    None => continue,
+                },
+            }
+            if seen.insert(oid) {
+                oids.push(oid);
+            }
+        }
+        let Some(conn) = conn else {
+            return Ok(0);
+        };
+        {
+            let buffered = conn.prefetched.borrow();
+            let invalid = conn.invalid.borrow();
+            oids.retain(|oid| !buffered.contains(*oid) && !invalid.contains(oid));
+        }
+        oids.truncate(conn.prefetch_capacity());
+        if oids.is_empty() {
+            return Ok(0);
+        }
+        let records = match conn.bulk_load(&oids) {
+            Ok(records) => records,
+            Err(e) if e.is_conflict() || matches!(e, Error::KeyNotFound(_)) => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        for (&oid, record) in oids.iter().zip(records) {
+            conn.buffer_record(oid, record);
+        }
+        Ok(oids.len())
+    }
+
     /// Other clients changed `oids`: ghost what this transaction has not
     /// touched; what it has touched is a conflict (spec 9.6).
     fn handle_invalidations(&self, oids: &[Oid], read_oid: Option<Oid>) -> Result<()> {
+        self.prefetched.borrow_mut().forget(oids);
         let serial = self.link.serial.get();
         let mut conflicts = Vec::new();
         for &oid in oids {
-            let Some(cell) = self.cache.borrow().get(oid) else {
-                continue;
-            };
-            let changed = self.changed.borrow().iter().any(|c| Rc::ptr_eq(c, &cell));
-            if cell.serial.get() == serial || changed {
+            // An object this transaction read and the cache then evicted
+            // is still read: a conflict, as if it were cached.
+            let evicted_read = self.cache.borrow().read_and_evicted(oid);
+            let cell = self.cache.borrow().get(oid);
+            let accessed = evicted_read
+                || cell.as_ref().is_some_and(|cell| {
+                    cell.serial.get() == serial
+                        || self.changed.borrow().iter().any(|c| Rc::ptr_eq(c, cell))
+                });
+            if accessed {
                 conflicts.push(oid);
                 self.invalid.borrow_mut().insert(oid);
-            } else if cell.status.get() != Status::Ghost {
-                cell.ghostify();
+            } else if let Some(cell) = cell {
+                if cell.status.get() != Status::Ghost {
+                    cell.ghostify();
+                }
             }
         }
         match (conflicts.is_empty(), read_oid) {
@@ -441,6 +608,7 @@ impl ConnInner {
     /// removed, and clears the conflict marks.
     fn sync(&self) -> Result<()> {
         let oids = self.storage.borrow_mut().sync()?;
+        self.prefetched.borrow_mut().forget(&oids);
         let mut invalid = self.invalid.borrow_mut();
         invalid.extend(oids);
         let cache = self.cache.borrow();
@@ -453,9 +621,18 @@ impl ConnInner {
         Ok(())
     }
 
+    /// Ends the transaction, then shrinks the cache. Durus shrinks first,
+    /// keeping everything the transaction touched however much that is;
+    /// here those objects are only the most recently used, so a
+    /// transaction that touched more than the cache size leaves no more
+    /// than the cache size behind (bounded memory, issue 5).
     fn end_transaction(&self) {
-        self.cache.borrow_mut().shrink(self.link.serial.get());
         self.link.serial.set(self.link.serial.get() + 1);
+        let mut cache = self.cache.borrow_mut();
+        cache.end_transaction();
+        cache.shrink(self.link.serial.get());
+        drop(cache);
+        self.prefetched.borrow_mut().clear();
     }
 
     fn commit(self: &Rc<Self>) -> Result<()> {

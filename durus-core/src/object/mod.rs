@@ -12,6 +12,7 @@ mod cell;
 mod class;
 mod codec;
 mod connection;
+mod crawler;
 mod database;
 mod persistent;
 mod pobject;
@@ -20,6 +21,7 @@ pub mod registry;
 mod slot;
 
 pub use connection::{Connection, DEFAULT_CACHE_SIZE, TRANSACT_ATTEMPTS};
+pub use crawler::Crawler;
 pub use database::Database;
 pub use persistent::Persistent;
 pub use pobject::PObject;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::{Error, Result};
 use crate::format::Oid;
 use crate::object::cell::{ObjectCell, Status};
+use crate::object::connection::ConnInner;
 use crate::object::slot::Slot;
 use crate::object::{codec, registry, Persistent};
 
@@ -69,6 +70,45 @@ impl<T: Persistent> PRef<T> {
     /// True if both handles are the same object.
     pub fn same_object(&self, other: &PRef<T>) -> bool {
         Rc::ptr_eq(&self.cell, &other.cell)
+    }
+
+    /// Fetches the records of the ghosts among `refs` with one bulk load
+    /// (one round trip to a server), so that their states then load
+    /// without a round trip each; returns how many records were fetched.
+    ///
+    /// Only ghosts with an oid count, and only those of the connection of
+    /// the first of them. At most the connection's cache size of records
+    /// are kept ahead (the oldest are dropped first), and only until the
+    /// transaction ends or another client changes them. A fetched record
+    /// is as good as a state loaded at the time: reading it later in the
+    /// transaction conflicts at commit if another client changed it
+    /// meanwhile, just as an object loaded then would. When the bulk load
+    /// meets a conflict or a missing record, nothing is fetched and the
+    /// loads that follow report it as they would have anyway.
+    ///
+    /// ```
+    /// use durus_core::{Database, MemoryStorage, PObject, PRef, PersistentList};
+    /// type Items = PersistentList<PRef<PersistentList<u32>>>;
+    /// let db = Database::new(MemoryStorage::new());
+    /// let writer = db.connect()?;
+    /// let items: Items = (0..3).map(|n| PRef::new(PersistentList::from_iter([n]))).collect();
+    /// writer.root().insert("items".into(), PObject::from(PRef::new(items)))?;
+    /// writer.commit()?;
+    ///
+    /// let conn = db.connect()?; // a new connection: everything is a ghost
+    /// let list = conn.root().get(&"items".to_string())?.unwrap().downcast::<Items>()?;
+    /// let items: Vec<_> = list.iter()?.collect();
+    /// assert_eq!(PRef::prefetch(&items)?, 3);
+    /// let round_trips = conn.storage_loads();
+    /// assert_eq!(items[2].get(0)?, Some(2)); // loaded without a round trip
+    /// assert_eq!(conn.storage_loads(), round_trips);
+    /// # Ok::<(), durus_core::Error>(())
+    /// ```
+    pub fn prefetch<'a>(refs: impl IntoIterator<Item = &'a PRef<T>>) -> Result<usize>
+    where
+        T: 'a,
+    {
+        ConnInner::prefetch(refs.into_iter().map(PRef::cell))
     }
 
     /// Runs `f` on the state (loading a ghost first) and returns its result.
