@@ -459,10 +459,6 @@ fn verify_below<K: Element + Ord, V: Element>(
     Ok(count)
 }
 
-fn prefetch<K: Element + Ord, V: Element>(_nodes: &[PRef<Node<K, V>>]) -> Result<()> {
-    Ok(())
-}
-
 fn bounds<K: Clone>(range: &impl RangeBounds<K>) -> (Bound<K>, Bound<K>) {
     (range.start_bound().cloned(), range.end_bound().cloned())
 }
@@ -688,7 +684,7 @@ impl<K: Element + Ord, V: Element> Iter<K, V> {
             let Some((j, child, ahead)) = next else {
                 continue;
             };
-            prefetch(&ahead)?; // TODO(helper): PRef::prefetch
+            PRef::prefetch(ahead.iter())?;
             self.path.push((node, j));
             let from = Bound::Unbounded;
             self.seek(child, &from)?;
