@@ -48,7 +48,7 @@ use durus_core::{PersistentList, Result as DurusResult};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use common::{file_len, peak_rss_kb, remove_db, AnyResult, Args};
+use common::{file_len, merge_runs, peak_rss_kb, remove_db, summary, AnyResult, Args};
 
 /// Items per commit while inserting, and per bucket.
 const COMMIT_EVERY: usize = 1000;
@@ -144,7 +144,7 @@ fn drive(args: &Args) -> AnyResult<()> {
             for _ in 0..reps {
                 runs.push(spawn(&exe, name, n, 1, dir.path())?);
             }
-            merge_reads(&runs)?
+            merge_runs(&runs)?
         } else {
             spawn(&exe, name, n, reps, dir.path())?
         };
@@ -179,51 +179,6 @@ fn spawn(exe: &Path, name: &str, n: usize, reps: usize, dir: &Path) -> AnyResult
         rows.push(serde_json::from_str(line)?);
     }
     Ok(rows)
-}
-
-/// One row per read workload from the rows of several read processes: all
-/// their timings together, the largest peak RSS.
-fn merge_reads(runs: &[Vec<Value>]) -> AnyResult<Vec<Value>> {
-    let first = runs.first().ok_or("no read runs")?;
-    let mut merged = Vec::new();
-    for row in first {
-        let workload = row["workload"].as_str().ok_or("row without workload")?;
-        let same: Vec<&Value> = runs
-            .iter()
-            .flatten()
-            .filter(|r| r["workload"] == row["workload"])
-            .collect();
-        let secs: Vec<f64> = same
-            .iter()
-            .flat_map(|r| r["secs"].as_array().into_iter().flatten())
-            .filter_map(Value::as_f64)
-            .collect();
-        let rss = same
-            .iter()
-            .filter_map(|r| r["peak_rss_kb"].as_u64())
-            .max()
-            .unwrap_or(0);
-        let mut extra = row["extra"].clone();
-        extra["processes"] = json!(same.len());
-        let items = row["items"].as_u64().ok_or("row without items")?;
-        let unit = row["unit"].as_str().ok_or("row without unit")?;
-        merged.push(result(workload, items, unit, &secs, rss, extra));
-    }
-    Ok(merged)
-}
-
-/// One human-readable line for a result row.
-fn summary(row: &Value) -> String {
-    let f = |k: &str| row[k].as_f64().unwrap_or(f64::NAN);
-    format!(
-        "{}: median {:.0} {}, min {:.0}, max {:.0}, peak RSS {:.1} MiB",
-        row["workload"].as_str().unwrap_or("?"),
-        f("median"),
-        row["unit"].as_str().unwrap_or(""),
-        f("min"),
-        f("max"),
-        f("peak_rss_kb") / 1024.0
-    )
 }
 
 // ---------------------------------------------------------------- helpers

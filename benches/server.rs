@@ -69,8 +69,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use common::{
-    bench_tmp_base, file_len, peak_rss_kb, proc_peak_rss_kb, rate_row, run_worker, take_flag,
-    AnyResult, Args,
+    bench_tmp_base, file_len, peak_rss_kb, proc_peak_rss_kb, rate_row, run_worker, summary,
+    take_flag, AnyResult, Args,
 };
 
 /// Items per bucket dict and per commit while populating.
@@ -310,20 +310,6 @@ fn worker_args(n: usize, reps: usize, dir: &Path) -> Vec<String> {
         "--dir".into(),
         dir.display().to_string(),
     ]
-}
-
-/// One human-readable line for a result row.
-fn summary(row: &Value) -> String {
-    let f = |k: &str| row[k].as_f64().unwrap_or(f64::NAN);
-    format!(
-        "{}: median {:.0} {}, min {:.0}, max {:.0}, peak RSS {:.1} MiB",
-        row["workload"].as_str().unwrap_or("?"),
-        f("median"),
-        row["unit"].as_str().unwrap_or(""),
-        f("min"),
-        f("max"),
-        f("peak_rss_kb") / 1024.0
-    )
 }
 
 /// Seconds since the epoch: a clock all the client processes share.

@@ -117,3 +117,107 @@ fn bank_transfers_keep_the_total_exact_with_threads_sharing_a_database() {
     assert!(!again.contains("opened"), "{again}");
     assert!(again.contains("total before 5000, after 5000"), "{again}");
 }
+
+/// The catalog example's generator (examples/catalog.rs, `product`):
+/// category, price in cents and stock of product number `i`.
+fn catalog_product(i: u64) -> (&'static str, u64, u64) {
+    const CATEGORIES: [&str; 8] = [
+        "books", "garden", "kitchen", "music", "outdoor", "tools", "toys", "video",
+    ];
+    let mut z = i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    let h = z ^ (z >> 31);
+    (
+        CATEGORIES[(h % 8) as usize],
+        99 + (h >> 8) % 100_000,
+        (h >> 40) % 500,
+    )
+}
+
+#[test]
+fn catalog_range_queries_answer_what_the_generator_implies_before_and_after_reopening() {
+    const N: u64 = 5_000;
+    const FIRST_SKU: u64 = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("catalog.durus");
+    let exe = std::env::current_exe().unwrap();
+    let catalog = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("examples/catalog");
+    let run = || {
+        let out = Command::new(&catalog)
+            .args(["--n", &N.to_string(), "--file"])
+            .arg(&file)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", catalog.display()));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let products: Vec<(&str, u64, u64)> = (0..N).map(catalog_product).collect();
+
+    // What each query should answer, computed from the generator alone.
+    let band: Vec<(u64, u64)> = {
+        let mut v: Vec<(u64, u64)> = products
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.0 == "garden" && (2_000..4_000).contains(&p.1))
+            .map(|(i, p)| (p.1, FIRST_SKU + i as u64))
+            .collect();
+        v.sort();
+        v
+    };
+    let stock: u64 = products[1_000..1_100].iter().map(|p| p.2).sum();
+    let mut tools: Vec<(u64, u64)> = products
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.0 == "tools")
+        .map(|(i, p)| (p.1, FIRST_SKU + i as u64))
+        .collect();
+    tools.sort_by(|a, b| b.cmp(a));
+    let garden = products.iter().filter(|p| p.0 == "garden").count();
+
+    let out = run();
+    assert!(out.contains("stored 5000 products in 1 commit:"), "{out}");
+    let band_line = format!(
+        "garden from $20.00 to under $40.00: {} products, cheapest {} at ${}.{:02}",
+        band.len(),
+        band[0].1,
+        band[0].0 / 100,
+        band[0].0 % 100
+    );
+    assert!(out.contains(&band_line), "expected {band_line:?} in\n{out}");
+    let sku_line = format!("SKUs 101000 to 101099: 100 products, {stock} units in stock");
+    assert!(out.contains(&sku_line), "expected {sku_line:?} in\n{out}");
+    let top = format!(
+        "most expensive tools: {} ${}.{:02} (",
+        tools[0].1,
+        tools[0].0 / 100,
+        tools[0].0 % 100
+    );
+    assert!(out.contains(&top), "expected {top:?} in\n{out}");
+    assert!(out.contains(&format!("garden {garden},")), "{out}");
+    assert!(out.contains("total 5000 of 5000 products"), "{out}");
+    // Every answer is printed twice: before closing and after reopening.
+    assert_eq!(out.matches(&band_line).count(), 2, "{out}");
+    assert!(
+        out.contains("after reopening: the same answers to all 4 queries"),
+        "{out}"
+    );
+
+    // A second run on the same file loads nothing and answers the same.
+    let again = run();
+    assert!(again.contains("already holds 5000 products"), "{again}");
+    assert!(!again.contains("stored"), "{again}");
+    assert!(
+        again.contains(&band_line) && again.contains(&sku_line),
+        "{again}"
+    );
+}

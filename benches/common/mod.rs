@@ -178,3 +178,89 @@ pub fn run_worker(name: &str, args: &[String]) -> AnyResult<Vec<serde_json::Valu
     }
     Ok(rows)
 }
+
+// ------------------------------------------- added for benches/btree.rs
+
+/// A result line of plain times (unit `ms`): raw seconds per repetition,
+/// and the median, fastest and slowest repetition in milliseconds. The
+/// schema of [`rate_row`], so that reports read both alike.
+#[allow(dead_code)]
+pub fn time_row(
+    workload: &str,
+    items: u64,
+    secs: &[f64],
+    rss_kb: u64,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let slowest = secs.iter().copied().fold(f64::NAN, f64::max);
+    let fastest = secs.iter().copied().fold(f64::NAN, f64::min);
+    serde_json::json!({
+        "side": "rust",
+        "workload": workload,
+        "items": items,
+        "unit": "ms",
+        "reps": secs.len(),
+        "secs": secs,
+        "median": median(secs) * 1e3,
+        "min": fastest * 1e3,
+        "max": slowest * 1e3,
+        "peak_rss_kb": rss_kb,
+        "extra": extra,
+    })
+}
+
+/// One human-readable line for a result row (rates without decimals,
+/// milliseconds with three).
+#[allow(dead_code)]
+pub fn summary(row: &serde_json::Value) -> String {
+    let f = |k: &str| row[k].as_f64().unwrap_or(f64::NAN);
+    let unit = row["unit"].as_str().unwrap_or("");
+    let digits = if unit == "ms" { 3 } else { 0 };
+    format!(
+        "{}: median {:.digits$} {}, min {:.digits$}, max {:.digits$}, peak RSS {:.1} MiB",
+        row["workload"].as_str().unwrap_or("?"),
+        f("median"),
+        unit,
+        f("min"),
+        f("max"),
+        f("peak_rss_kb") / 1024.0
+    )
+}
+
+/// One row per workload from the rows of several worker processes (one
+/// process per repetition, so that each cold run is cold): all their
+/// timings together, the largest peak RSS, `extra` of the first process
+/// with `processes` added. Rows in `ms` stay times, the others rates.
+#[allow(dead_code)]
+pub fn merge_runs(runs: &[Vec<serde_json::Value>]) -> AnyResult<Vec<serde_json::Value>> {
+    let first = runs.first().ok_or("no runs to merge")?;
+    let mut merged = Vec::new();
+    for row in first {
+        let workload = row["workload"].as_str().ok_or("row without workload")?;
+        let same: Vec<&serde_json::Value> = runs
+            .iter()
+            .flatten()
+            .filter(|r| r["workload"] == row["workload"])
+            .collect();
+        let secs: Vec<f64> = same
+            .iter()
+            .flat_map(|r| r["secs"].as_array().into_iter().flatten())
+            .filter_map(serde_json::Value::as_f64)
+            .collect();
+        let rss = same
+            .iter()
+            .filter_map(|r| r["peak_rss_kb"].as_u64())
+            .max()
+            .unwrap_or(0);
+        let mut extra = row["extra"].clone();
+        extra["processes"] = serde_json::json!(same.len());
+        let items = row["items"].as_u64().ok_or("row without items")?;
+        let unit = row["unit"].as_str().ok_or("row without unit")?;
+        merged.push(if unit == "ms" {
+            time_row(workload, items, &secs, rss, extra)
+        } else {
+            rate_row(workload, items, unit, &secs, rss, extra)
+        });
+    }
+    Ok(merged)
+}
