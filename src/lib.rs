@@ -29,8 +29,8 @@ pub use durus_core::tools::instances::{gen_every_instance, touch_every_reference
 pub use durus_core::{collections, error, format, object, storage, tools};
 pub use durus_core::{
     BTree, ClientStorage, Connection, Database, Error, FileStorage, FileStorageOptions,
-    MemoryStorage, Oid, PObject, PRef, PackReport, PersistentDict, PersistentList, PersistentSet, Result, Storage,
-    StorageExt,
+    MemoryStorage, Oid, PObject, PRef, PackReport, PersistentDict, PersistentList, PersistentSet,
+    Result, Storage, StorageExt,
 };
 pub use durus_derive::Persistent;
 
@@ -39,8 +39,8 @@ pub mod prelude {
     pub use durus_core::object::Persistent;
     pub use durus_core::{
         BTree, ClientStorage, Connection, Database, Error, FileStorage, FileStorageOptions,
-        MemoryStorage, Oid, PObject, PRef, PersistentDict, PersistentList, PersistentSet, Result, Storage,
-        StorageExt,
+        MemoryStorage, Oid, PObject, PRef, PersistentDict, PersistentList, PersistentSet, Result,
+        Storage, StorageExt,
     };
     pub use durus_derive::Persistent;
 }
