@@ -483,3 +483,38 @@ proptest! {
         assert_same(&at::<Tree>(&conn, "t"), &committed);
     }
 }
+
+#[test]
+fn a_cold_scan_fetches_the_children_of_each_inner_node_in_one_round_trip() {
+    // Issue 5: over a server, a full scan must not cost a round trip per
+    // node. With plain values, the loads are the nodes: one bulk load per
+    // inner node (its children), plus the tree's object and the root.
+    for backend in [Backend::memory(), Backend::socket()] {
+        {
+            let conn = backend.connect();
+            let tree = store(&conn, "t", Tree::with_node_size(8));
+            tree.extend(with_values(0..2_000)).unwrap();
+            conn.commit().unwrap();
+        }
+        let conn = backend.connect();
+        let tree = at::<Tree>(&conn, "t");
+        let (nodes, depth) = (tree.node_count().unwrap(), tree.depth().unwrap());
+        let conn = backend.connect();
+        let tree = at::<Tree>(&conn, "t");
+        let before = conn.storage_loads();
+        assert_eq!(model_of(&tree), with_values(0..2_000), "{}", backend.name());
+        let round_trips = (conn.storage_loads() - before) as usize;
+        let leaves: usize = 2_000 / 8; // ascending inserts fill every leaf
+        let parents = leaves.div_ceil(8);
+        assert!(
+            round_trips <= depth + 2 * parents,
+            "{}: {round_trips} round trips for {nodes} nodes ({parents} parents of leaves)",
+            backend.name()
+        );
+        assert!(
+            round_trips * 4 < nodes,
+            "{}: {round_trips} round trips",
+            backend.name()
+        );
+    }
+}

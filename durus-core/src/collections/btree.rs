@@ -578,8 +578,9 @@ fn mend<K: Element + Ord, V: Element>(
 }
 
 /// An iterator over a range of a [`BTree`], reading leaf by leaf: each
-/// leaf's entries in the range are cloned when it is reached, and the next
-/// leaves under one parent are fetched together with one bulk load.
+/// leaf's entries in the range are cloned when it is reached, and the
+/// children of a node still ahead of the walk are fetched together, with
+/// one bulk load (one round trip to a server) when the walk enters it.
 ///
 /// Changing the tree while iterating it is allowed (nothing is borrowed)
 /// but what the iterator then yields is unspecified.
@@ -633,9 +634,20 @@ impl<K: Element + Ord, V: Element> Iter<K, V> {
                     Bound::Unbounded if self.ascending => 0,
                     Bound::Unbounded => n.children.len() - 1,
                 };
-                Ok(Some((i, n.children[i].clone())))
+                let child = n.children[i].clone();
+                // The walk goes on to the siblings this way: fetch them
+                // with the child, one round trip for the lot.
+                let ahead = match child.is_ghost() {
+                    true if self.ascending => n.children[i..].to_vec(),
+                    true => n.children[..=i].to_vec(),
+                    false => Vec::new(),
+                };
+                Ok(Some((i, child, ahead)))
             })??;
-            let Some((i, child)) = child else { break };
+            let Some((i, child, ahead)) = child else {
+                break;
+            };
+            PRef::prefetch(ahead.iter())?;
             self.path.push((node, i));
             node = child;
         }
@@ -662,8 +674,7 @@ impl<K: Element + Ord, V: Element> Iter<K, V> {
         Ok(())
     }
 
-    /// Moves to the next leaf in the walk's direction, fetching the
-    /// siblings ahead under the same parent in one bulk load.
+    /// Moves to the next leaf in the walk's direction.
     fn next_leaf(&mut self) -> Result<bool> {
         while let Some((node, i)) = self.path.pop() {
             let ascending = self.ascending;
@@ -673,18 +684,12 @@ impl<K: Element + Ord, V: Element> Iter<K, V> {
                 } else {
                     i.checked_sub(1)
                 }?;
-                let child = n.children.get(j)?.clone();
-                let ahead = if ascending {
-                    &n.children[j..]
-                } else {
-                    &n.children[..=j]
-                };
-                Some((j, child, ahead.to_vec()))
+                // Fetched with its siblings when the walk entered `node`.
+                Some((j, n.children.get(j)?.clone()))
             })?;
-            let Some((j, child, ahead)) = next else {
+            let Some((j, child)) = next else {
                 continue;
             };
-            PRef::prefetch(ahead.iter())?;
             self.path.push((node, j));
             let from = Bound::Unbounded;
             self.seek(child, &from)?;

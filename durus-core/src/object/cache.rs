@@ -78,8 +78,29 @@ impl Cache {
 
     pub(crate) fn insert(&mut self, oid: Oid, cell: &Rc<ObjectCell>) {
         self.objects.insert(oid, Rc::downgrade(cell));
-        // A dead entry still holds its cell's allocation: purge them as the
-        // map grows, not only when someone counts.
+        self.purge_if_grown();
+    }
+
+    /// The live cell for `oid`, or a new one from `make`, cached (one hash
+    /// lookup: every reference decoded comes through here).
+    pub(crate) fn get_or_insert_with(
+        &mut self,
+        oid: Oid,
+        make: impl FnOnce() -> Rc<ObjectCell>,
+    ) -> Rc<ObjectCell> {
+        let slot = self.objects.entry(oid).or_default();
+        if let Some(cell) = slot.upgrade() {
+            return cell;
+        }
+        let cell = make();
+        *slot = Rc::downgrade(&cell);
+        self.purge_if_grown();
+        cell
+    }
+
+    /// A dead entry still holds its cell's allocation: purge them as the
+    /// map grows, not only when someone counts.
+    fn purge_if_grown(&mut self) {
         if self.objects.len() >= 2 * self.live_at_purge.max(PURGE_FLOOR) {
             self.purge();
         }

@@ -322,12 +322,9 @@ fn record_class(record: &[u8]) -> Result<&'static str> {
 impl ConnInner {
     /// The cell for `oid`: the cached one, else a new ghost of `class`.
     pub(crate) fn cell_for(self: &Rc<Self>, oid: Oid, class: &'static str) -> Rc<ObjectCell> {
-        if let Some(cell) = self.cache.borrow().get(oid) {
-            return cell;
-        }
-        let cell = ObjectCell::new_ghost(oid, self.link.clone(), class);
-        self.cache.borrow_mut().insert(oid, &cell);
-        cell
+        self.cache
+            .borrow_mut()
+            .get_or_insert_with(oid, || ObjectCell::new_ghost(oid, self.link.clone(), class))
     }
 
     /// Gives a new object an oid in this connection (while a commit
