@@ -10,30 +10,12 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use durus_core::{
-    BTree, Connection, Error, FileStorageOptions, MemoryStorage, PObject, PRef, Persistent, Result,
+    BTree, Connection, Error, FileStorageOptions, MemoryStorage, PRef, Persistent, Result,
 };
-use object_support::{Backend, Counter, Server};
+use object_support::{root_get as at, root_store as store, Backend, Counter, Server};
 use proptest::prelude::*;
 
 type Tree = BTree<i64, String>;
-
-fn store<T: Persistent>(conn: &Connection, name: &str, value: T) -> PRef<T> {
-    let handle = PRef::new(value);
-    conn.root()
-        .insert(name.to_string(), PObject::from(handle.clone()))
-        .unwrap();
-    conn.commit().unwrap();
-    handle
-}
-
-fn at<T: Persistent>(conn: &Connection, name: &str) -> PRef<T> {
-    conn.root()
-        .get(&name.to_string())
-        .unwrap()
-        .unwrap()
-        .downcast::<T>()
-        .unwrap()
-}
 
 fn collect<K, V>(iter: impl Iterator<Item = Result<(K, V)>>) -> Vec<(K, V)> {
     iter.collect::<Result<Vec<_>>>().unwrap()

@@ -9,7 +9,7 @@ use std::cell::Cell;
 
 use durus_core::object::TRANSACT_ATTEMPTS;
 use durus_core::{Connection, Error, Oid, PObject, PRef, Persistent};
-use object_support::{Counter, Server};
+use object_support::{root_get, Counter, Server};
 use serde::{Deserialize, Serialize};
 
 fn key(s: &str) -> String {
@@ -17,12 +17,7 @@ fn key(s: &str) -> String {
 }
 
 fn counter(conn: &Connection, name: &str) -> PRef<Counter> {
-    conn.root()
-        .get(&key(name))
-        .unwrap()
-        .unwrap()
-        .downcast::<Counter>()
-        .unwrap()
+    root_get(conn, name)
 }
 
 fn n(c: &PRef<Counter>) -> i64 {

@@ -9,34 +9,13 @@ mod object_support;
 use std::collections::{BTreeMap, BTreeSet};
 
 use durus_core::{
-    Connection, Error, FileStorageOptions, PObject, PRef, PersistentDict, PersistentList,
-    PersistentSet,
+    Connection, Error, FileStorageOptions, PRef, PersistentDict, PersistentList, PersistentSet,
 };
-use object_support::{Backend, Counter, Server};
+use object_support::{root_get as at, root_store as store, Backend, Counter, Server};
 use proptest::prelude::*;
 
 fn key(s: &str) -> String {
     s.to_string()
-}
-
-/// The container stored under `name` in the root.
-fn at<T: durus_core::Persistent>(conn: &Connection, name: &str) -> PRef<T> {
-    conn.root()
-        .get(&key(name))
-        .unwrap()
-        .unwrap()
-        .downcast::<T>()
-        .unwrap()
-}
-
-/// Stores `value` under `name` in the root and commits.
-fn store<T: durus_core::Persistent>(conn: &Connection, name: &str, value: T) -> PRef<T> {
-    let handle = PRef::new(value);
-    conn.root()
-        .insert(key(name), PObject::from(handle.clone()))
-        .unwrap();
-    conn.commit().unwrap();
-    handle
 }
 
 /// Runs `change` on the container in a fresh connection, commits, and

@@ -18,8 +18,30 @@ use std::rc::Rc;
 
 use durus_core::format::record;
 use durus_core::storage::RecordIter;
-use durus_core::{Connection, Error, MemoryStorage, Oid, PackReport, Persistent, Result, Storage};
+use durus_core::{
+    Connection, Error, MemoryStorage, Oid, PObject, PRef, PackReport, Persistent, Result, Storage,
+};
 use serde::{Deserialize, Serialize};
+
+/// The object stored under `name` in the root, as a `T`.
+pub fn root_get<T: Persistent>(conn: &Connection, name: &str) -> PRef<T> {
+    conn.root()
+        .get(&name.to_string())
+        .unwrap()
+        .unwrap()
+        .downcast::<T>()
+        .unwrap()
+}
+
+/// Stores `value` under `name` in the root and commits.
+pub fn root_store<T: Persistent>(conn: &Connection, name: &str, value: T) -> PRef<T> {
+    let handle = PRef::new(value);
+    conn.root()
+        .insert(name.to_string(), PObject::from(handle.clone()))
+        .unwrap();
+    conn.commit().unwrap();
+    handle
+}
 
 /// A plain persistent struct.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
