@@ -537,3 +537,57 @@ fn gcbytes_packs_automatically_once_enough_was_committed() {
     }
     assert_eq!(a.load(Oid(1)), Err(b'K'));
 }
+
+#[test]
+fn concurrent_durable_commits_share_fsyncs_and_all_survive() {
+    // Group commit (issue 6): with fsync on, commits written while
+    // another's fsync runs share the next one; each client hears "O" only
+    // once its transaction is durable. (Which commits share is timing;
+    // the sharing itself is pinned by group_commit's unit tests.)
+    const CLIENTS: u64 = 4;
+    const EACH: u64 = 25;
+    let server = Running::start(ServerOptions::default());
+    let _root = with_root(&server);
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let mut c = server.client();
+            let oid = c.oids(1)[0];
+            std::thread::spawn(move || {
+                for n in 0..EACH {
+                    let (_, status) = c.commit(&[rec(oid, &format!("n={n}"), &[])]);
+                    assert_eq!(status, b'O');
+                }
+                oid
+            })
+        })
+        .collect();
+    let oids: Vec<Oid> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let syncs = server.handle.group_syncs().expect("group commit is on");
+    let commits = CLIENTS * EACH + 1;
+    assert!(
+        (1..=commits).contains(&syncs),
+        "{syncs} fsyncs for {commits} commits"
+    );
+    eprintln!("{syncs} fsyncs for {commits} commits");
+    let mut storage = server.stop();
+    for oid in oids {
+        let record = storage.load(oid).unwrap();
+        assert_eq!(record, rec(oid, &format!("n={}", EACH - 1), &[]));
+    }
+}
+
+#[test]
+fn a_server_without_fsync_has_no_group_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FileStorageOptions::new()
+        .fsync(false)
+        .open(dir.path().join("f.durus"))
+        .unwrap();
+    let server = Server::bind(
+        storage,
+        &"127.0.0.1:0".parse().unwrap(),
+        ServerOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(server.handle().group_syncs(), None);
+}

@@ -5,13 +5,14 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::error::{Error, Result};
 use crate::format::shelf::{self, OffsetMap, MAP_HEADER_LEN, MIN_SHELF_RECORD_LEN};
 use crate::format::{record, Oid, Record};
 use crate::storage::file_io::FileIo;
 use crate::storage::oid_map::{OidMap, OidSet};
-use crate::storage::{PackJob, PackReport, RecordIter, Storage};
+use crate::storage::{PackJob, PackReport, RecordIter, Storage, Syncer};
 
 /// The window loads read through: most records are small and many loads
 /// (a cold scan, a crawl) go in file order, so one `pread` serves several.
@@ -187,6 +188,9 @@ pub struct FileStorage {
     pub(super) invalid: OidSet,
     alloc: OidAllocator,
     poisoned: Option<String>,
+    /// Set by [`Storage::defer_sync`]: commits are synced by a group
+    /// committer through this, not in `end`.
+    deferred: Option<Arc<FileSyncer>>,
     closed: bool,
     /// Serves `load`; holds only bytes before `end` (immutable until a
     /// pack replaces the file, which resets it).
@@ -302,6 +306,7 @@ impl FileStorage {
             allocated: OidSet::new(),
             invalid: OidSet::new(),
             poisoned: None,
+            deferred: None,
             closed: false,
             loader: RecordReader::new(LOAD_WINDOW),
         })
@@ -400,6 +405,9 @@ impl FileStorage {
         if let Some(why) = &self.poisoned {
             return Err(Error::Poisoned(why.clone()));
         }
+        if let Some(why) = self.deferred.as_ref().and_then(|d| d.failed.get()) {
+            return Err(Error::Poisoned(why.clone()));
+        }
         Ok(())
     }
 
@@ -423,6 +431,14 @@ impl FileStorage {
 
     /// Swaps in a freshly packed file (called by the packer).
     pub(super) fn replace_base(&mut self, file: Box<dyn FileIo>, map: OffsetMap, end: u64) {
+        if let Some(deferred) = &self.deferred {
+            // Later commits go to the new file: so must their fsyncs.
+            match file.try_clone_file() {
+                Some(Ok(f)) => *deferred.lock() = f,
+                Some(Err(e)) => self.poison(format!("cannot sync the packed file: {e}")),
+                None => self.poison("the packed file cannot be synced apart".into()),
+            }
+        }
         self.alloc = OidAllocator::new(&map);
         self.file = file;
         self.loader = RecordReader::new(LOAD_WINDOW);
@@ -445,7 +461,7 @@ impl FileStorage {
             .write_all_at(body, start)
             .map_err(|e| ("write", e))
             .and_then(|()| {
-                if self.fsync {
+                if self.fsync && self.deferred.is_none() {
                     self.file.sync_data().map_err(|e| ("fsync", e))
                 } else {
                     Ok(())
@@ -819,6 +835,35 @@ impl RecordReader {
     }
 }
 
+/// Syncs a [`FileStorage`]'s file from outside it (group commit): a
+/// second handle to the open file, replaced when a pack swaps the file.
+struct FileSyncer {
+    file: Mutex<File>,
+    path: PathBuf,
+    /// Set by a failed fsync: the storage refuses writes from then on.
+    failed: OnceLock<String>,
+}
+
+impl FileSyncer {
+    fn lock(&self) -> MutexGuard<'_, File> {
+        self.file.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Syncer for FileSyncer {
+    fn sync(&self) -> Result<()> {
+        if let Some(why) = self.failed.get() {
+            return Err(Error::Poisoned(why.clone()));
+        }
+        self.lock().sync_data().map_err(|e| {
+            let why = format!("fsync of {}: {e}", self.path.display());
+            tracing::error!("refusing further writes: {why}");
+            let _ = self.failed.set(why.clone());
+            Error::io(why, e)
+        })
+    }
+}
+
 impl Storage for FileStorage {
     fn load(&mut self, oid: Oid) -> Result<Vec<u8>> {
         self.check_open()?;
@@ -881,6 +926,27 @@ impl Storage for FileStorage {
         self.clear_pending();
 
         Ok(())
+    }
+
+    fn defer_sync(&mut self) -> Result<Option<Arc<dyn Syncer>>> {
+        if !self.fsync || self.readonly {
+            return Ok(None);
+        }
+        if let Some(d) = &self.deferred {
+            return Ok(Some(d.clone()));
+        }
+        let Some(file) = self.file.try_clone_file() else {
+            return Ok(None);
+        };
+        let file =
+            file.map_err(|e| Error::io(format!("cannot reopen {}", self.path.display()), e))?;
+        let syncer = Arc::new(FileSyncer {
+            file: Mutex::new(file),
+            path: self.path.clone(),
+            failed: OnceLock::new(),
+        });
+        self.deferred = Some(syncer.clone());
+        Ok(Some(syncer))
     }
 
     fn sync(&mut self) -> Result<Vec<Oid>> {

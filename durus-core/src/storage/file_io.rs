@@ -18,6 +18,12 @@ pub trait FileIo: Send {
     /// Makes written data durable (fdatasync).
     fn sync_data(&mut self) -> io::Result<()>;
 
+    /// Another handle to the same open file, for syncing it from another
+    /// thread; `None` where there is no such thing (test doubles).
+    fn try_clone_file(&self) -> Option<io::Result<File>> {
+        None
+    }
+
     /// Reads exactly `buf.len()` bytes at `offset`; end of file first is
     /// `UnexpectedEof`.
     fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
@@ -69,5 +75,9 @@ impl FileIo for File {
 
     fn sync_data(&mut self) -> io::Result<()> {
         File::sync_data(self)
+    }
+
+    fn try_clone_file(&self) -> Option<io::Result<File>> {
+        Some(self.try_clone())
     }
 }

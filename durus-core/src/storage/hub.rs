@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::format::Oid;
+use crate::storage::group_commit::GroupCommit;
 use crate::storage::{PackReport, Storage};
 
 /// A client of a [`Hub`].
@@ -31,6 +32,8 @@ pub(crate) struct Hub {
     bytes_since_pack: AtomicU64,
     /// How long a committer polls for the commit lock before sleeping.
     commit_spin: Duration,
+    /// Shares fsyncs between concurrent commits (`None`: `end` syncs).
+    group: Option<GroupCommit>,
 }
 
 struct State {
@@ -70,12 +73,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Hub {
+    /// A hub over `storage`; its commits are group commits when the
+    /// storage can hand over its fsyncs ([`Storage::defer_sync`]).
     pub(crate) fn new(
-        storage: Box<dyn Storage + Send>,
+        mut storage: Box<dyn Storage + Send>,
         readonly: bool,
         commit_spin: Duration,
     ) -> Hub {
+        let group = match storage.defer_sync() {
+            Ok(syncer) => syncer.map(GroupCommit::new),
+            Err(e) => {
+                tracing::warn!("no group commit, each commit syncs alone: {e}");
+                None
+            }
+        };
         Hub {
+            group,
             commit: Mutex::new(()),
             state: Mutex::new(State {
                 storage,
@@ -206,6 +219,20 @@ impl Hub {
         }
     }
 
+    /// Returns once the transaction is durable (at once without group
+    /// commit: `end` synced it).
+    pub(crate) fn wait_durable(&self, written: Written) -> Result<()> {
+        match (&self.group, written.0) {
+            (Some(group), Some(n)) => group.wait(n),
+            _ => Ok(()),
+        }
+    }
+
+    /// fsyncs shared by group commit so far (`None`: no group commit).
+    pub(crate) fn group_syncs(&self) -> Option<u64> {
+        self.group.as_ref().map(GroupCommit::syncs)
+    }
+
     /// Bytes committed since the last pack.
     pub(crate) fn bytes_since_pack(&self) -> u64 {
         self.bytes_since_pack.load(Ordering::SeqCst)
@@ -217,6 +244,10 @@ impl Hub {
         lock(&self.state).storage.close()
     }
 }
+
+/// A transaction written by [`Commit::write`], durable or not yet.
+#[must_use = "a written transaction is acknowledged only once durable"]
+pub(crate) struct Written(Option<u64>);
 
 /// A commit in progress (holds the hub's commit lock).
 pub(crate) struct Commit<'a> {
@@ -234,8 +265,11 @@ impl Commit<'_> {
     }
 
     /// Writes `entries` as one transaction, after checking that the client
-    /// may write every oid. Nothing is written on an error.
-    pub(crate) fn write(self, entries: &[(Oid, &[u8])]) -> Result<()> {
+    /// may write every oid. Nothing is written on an error. With group
+    /// commit the transaction is written but not yet durable: pass the
+    /// result to [`Hub::wait_durable`] (after this commit is dropped, so
+    /// that the next one can start) before acknowledging it.
+    pub(crate) fn write(self, entries: &[(Oid, &[u8])]) -> Result<Written> {
         if self.hub.readonly {
             return Err(Error::ReadOnly);
         }
@@ -265,7 +299,7 @@ impl Commit<'_> {
         }
         let bytes: u64 = entries.iter().map(|(_, r)| 12 + r.len() as u64).sum();
         self.hub.bytes_since_pack.fetch_add(bytes, Ordering::SeqCst);
-        Ok(())
+        Ok(Written(self.hub.group.as_ref().map(GroupCommit::written)))
     }
 }
 

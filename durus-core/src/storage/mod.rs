@@ -5,6 +5,7 @@ pub mod address;
 mod client;
 mod file;
 pub mod file_io;
+mod group_commit;
 mod hub;
 mod memory;
 mod oid_map;
@@ -16,6 +17,7 @@ mod walk;
 pub use address::Address;
 pub use client::ClientStorage;
 pub use file::{FileStats, FileStorage, FileStorageOptions, TailDamage};
+pub use group_commit::Syncer;
 pub use memory::MemoryStorage;
 pub use pack::{PackJob, PackPhase, PackProgress};
 pub use server::{Server, ServerHandle, ServerOptions};
@@ -81,6 +83,15 @@ pub trait Storage {
     /// through `invalidations`; if that returns an error (a conflict), the
     /// transaction is abandoned, nothing is written, and `end` returns it.
     fn end(&mut self, invalidations: &mut dyn FnMut(&[Oid]) -> Result<()>) -> Result<()>;
+
+    /// Hands the fsync of commits to the caller, for group commit: from
+    /// now on `end` writes without syncing, and the returned [`Syncer`]
+    /// makes everything written so far durable, while others go on using
+    /// the storage. `None` (the default): the storage keeps syncing in
+    /// `end`, or never syncs.
+    fn defer_sync(&mut self) -> Result<Option<std::sync::Arc<dyn Syncer>>> {
+        Ok(None)
+    }
 
     /// Oids whose cached state must be dropped since the last call
     /// (changed by others, removed by a pack).

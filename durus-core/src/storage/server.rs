@@ -78,6 +78,8 @@ pub struct Server {
 #[derive(Clone)]
 pub struct ServerHandle {
     stop: Arc<AtomicBool>,
+    /// Weak: a handle must not keep a stopped server's storage open.
+    shared: std::sync::Weak<Shared>,
 }
 
 impl ServerHandle {
@@ -85,6 +87,13 @@ impl ServerHandle {
     /// closes the storage and returns from `run`.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// The fsyncs its commits have shared so far (group commit), or `None`
+    /// when each commit syncs alone (or never: `--no-fsync`), or the
+    /// server is gone.
+    pub fn group_syncs(&self) -> Option<u64> {
+        self.shared.upgrade()?.hub.group_syncs()
     }
 }
 
@@ -155,6 +164,7 @@ impl Server {
     pub fn handle(&self) -> ServerHandle {
         ServerHandle {
             stop: self.shared.stop.clone(),
+            shared: Arc::downgrade(&self.shared),
         }
     }
 
@@ -438,7 +448,10 @@ impl Session {
             })?;
         let entries = wire::parse_transaction(&data)
             .map_err(|e| SessionEnd::Refused(format!("sent a malformed commit: {e}")))?;
-        commit.write(&entries).map_err(refused)?;
+        let written = commit.write(&entries).map_err(refused)?;
+        // The commit lock is free again: the next commit goes on while
+        // this one waits for its (shared) fsync.
+        self.shared.hub.wait_durable(written).map_err(refused)?;
         tracing::debug!(
             "client {} committed {} records ({len} bytes)",
             self.id,

@@ -97,7 +97,8 @@ impl Storage for LocalClient {
             invalidations(commit.invalidations())?;
         }
         let entries: Vec<(Oid, &[u8])> = pending.iter().map(|(o, r)| (*o, r.as_slice())).collect();
-        commit.write(&entries)
+        let written = commit.write(&entries)?;
+        self.hub.wait_durable(written)
     }
 
     fn sync(&mut self) -> Result<Vec<Oid>> {
