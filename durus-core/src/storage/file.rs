@@ -1025,3 +1025,53 @@ impl FileIo for ClosedFile {
         Err(io::Error::other("storage is closed"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::StorageExt;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn deferred_syncs_follow_the_file_a_pack_swaps_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.durus");
+        let mut storage = FileStorage::open(&path).unwrap();
+        let syncer = storage.defer_sync().unwrap().expect("fsync is on");
+        let root = storage.new_oid().unwrap();
+        storage
+            .commit_records([record::encode(root, b"root", &[]).unwrap()])
+            .unwrap();
+        syncer.sync().unwrap();
+        let inode = |f: &File| f.metadata().unwrap().ino();
+        let deferred = storage.deferred.clone().unwrap();
+        assert_eq!(inode(&deferred.lock()), std::fs::metadata(&path).unwrap().ino());
+
+        let mut job = storage.begin_pack().unwrap();
+        job.copy(&mut |_| {}).unwrap();
+        storage.finish_pack(job).unwrap();
+        // The packed file is a new inode at the same path: fsyncs go there.
+        assert_eq!(inode(&deferred.lock()), std::fs::metadata(&path).unwrap().ino());
+        storage
+            .commit_records([record::encode(root, b"again", &[]).unwrap()])
+            .unwrap();
+        syncer.sync().unwrap();
+        // And commits no longer sync in `end`: asking again hands back the
+        // same syncer.
+        let again = storage.defer_sync().unwrap().unwrap();
+        assert!(Arc::ptr_eq(
+            &(again as Arc<dyn Syncer>),
+            &(syncer as Arc<dyn Syncer>)
+        ));
+    }
+
+    #[test]
+    fn a_storage_without_fsync_keeps_no_syncer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage = FileStorageOptions::new()
+            .fsync(false)
+            .open(dir.path().join("n.durus"))
+            .unwrap();
+        assert!(storage.defer_sync().unwrap().is_none());
+    }
+}
