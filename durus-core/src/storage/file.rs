@@ -1045,13 +1045,19 @@ mod tests {
         syncer.sync().unwrap();
         let inode = |f: &File| f.metadata().unwrap().ino();
         let deferred = storage.deferred.clone().unwrap();
-        assert_eq!(inode(&deferred.lock()), std::fs::metadata(&path).unwrap().ino());
+        assert_eq!(
+            inode(&deferred.lock()),
+            std::fs::metadata(&path).unwrap().ino()
+        );
 
         let mut job = storage.begin_pack().unwrap();
         job.copy(&mut |_| {}).unwrap();
         storage.finish_pack(job).unwrap();
         // The packed file is a new inode at the same path: fsyncs go there.
-        assert_eq!(inode(&deferred.lock()), std::fs::metadata(&path).unwrap().ino());
+        assert_eq!(
+            inode(&deferred.lock()),
+            std::fs::metadata(&path).unwrap().ino()
+        );
         storage
             .commit_records([record::encode(root, b"again", &[]).unwrap()])
             .unwrap();
