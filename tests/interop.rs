@@ -21,6 +21,8 @@
 //!   start of the last transaction.
 //! * A Python writer and a Rust writer exclude each other by the file lock.
 
+mod peer_venv;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::fs;
@@ -52,40 +54,10 @@ fn peer() -> &'static Peer {
 }
 
 fn find_peer() -> Result<Peer, String> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let venv = std::env::var_os("PEER_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest.join("target/durus-peer-venv"));
-    let python = venv.join("bin/python");
-    let how = "create it with `NO_ZODB=1 ../shared/interop/setup.sh` from the project root, \
-               or set PEER_VENV to a venv where Python Durus 4.3 is installed";
-    if !python.exists() {
-        return Err(format!(
-            "interop tests need Python Durus 4.3, but {} does not exist; {how}",
-            python.display()
-        ));
-    }
-    let out = Command::new(&python)
-        .args(["-B", "-c", "import durus; print(durus.__version__)"])
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}; {how}", python.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "`import durus` fails with {}: {}; {how}",
-            python.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if version != "4.3" {
-        return Err(format!(
-            "{} has durus {version}, these tests pin Durus 4.3; {how}",
-            python.display()
-        ));
-    }
+    let venv = peer_venv::durus43_venv()?;
     Ok(Peer {
-        python,
-        script: manifest.join("tests/interop/peer.py"),
+        python: venv.join("bin/python"),
+        script: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/peer.py"),
     })
 }
 

@@ -8,6 +8,8 @@
 //! Durus 4.3 fails every test with a message saying how to create it:
 //! these tests never skip.
 
+mod peer_venv;
+
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::net::{TcpListener, TcpStream};
@@ -43,40 +45,12 @@ fn durus_script() -> &'static Path {
 }
 
 fn find_durus() -> Result<PathBuf, String> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let venv = std::env::var_os("PEER_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest.join("target/durus-peer-venv"));
-    let how = "create it with `NO_ZODB=1 PEER_VENV=$PWD/target/durus-peer-venv \
-               ../shared/interop/setup.sh` from the project root, or set PEER_VENV to a venv \
-               where Python Durus 4.3 is installed";
-    let python = venv.join("bin/python");
-    let script = venv.join("bin/durus");
-    for needed in [&python, &script] {
-        if !needed.exists() {
-            return Err(format!(
-                "the client interop tests run the Python Durus 4.3 server, but {} does not \
-                 exist; {how}",
-                needed.display()
-            ));
-        }
-    }
-    let out = Command::new(&python)
-        .args(["-B", "-c", "import durus; print(durus.__version__)"])
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}; {how}", python.display()))?;
-    if !out.status.success() {
+    let script = peer_venv::durus43_venv()?.join("bin/durus");
+    if !script.exists() {
         return Err(format!(
-            "`import durus` fails with {}: {}; {how}",
-            python.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if version != "4.3" {
-        return Err(format!(
-            "{} has durus {version}, these tests pin Durus 4.3; {how}",
-            python.display()
+            "the client interop tests run the Python Durus 4.3 server, but {} does not exist; {}",
+            script.display(),
+            peer_venv::HOW
         ));
     }
     Ok(script)
