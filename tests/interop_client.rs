@@ -482,19 +482,26 @@ fn a_write_conflict_between_two_clients_then_abort_and_retry_succeeds() {
 /// changed after our last sync, when the catch-up shows that an object
 /// this transaction read changed too, names the oid being loaded. After
 /// `abort()` both show the other client's values.
-#[test]
-fn loading_a_ghost_changed_since_the_last_sync_is_a_read_conflict() {
-    let server = PythonServer::tcp();
+/// Counters a = 1 and b = 2 committed by a first client; a second client
+/// has read a and holds b as a ghost.
+fn second_client_read_a_not_b(
+    server: &PythonServer,
+) -> (Connection, Connection, PRef<Counter>, PRef<Counter>) {
     let c1 = server.connection();
     c1.root().insert("a".to_string(), counter(1)).unwrap();
     c1.root().insert("b".to_string(), counter(2)).unwrap();
     c1.commit().unwrap();
-
     let c2 = server.connection();
     let (a2, b2) = (counter_at(&c2, "a"), counter_at(&c2, "b"));
     assert!(b2.is_ghost());
     assert_eq!(value(&a2), 1);
+    (c1, c2, a2, b2)
+}
 
+#[test]
+fn loading_a_ghost_changed_since_the_last_sync_is_a_read_conflict() {
+    let server = PythonServer::tcp();
+    let (c1, c2, a2, b2) = second_client_read_a_not_b(&server);
     let (a1, b1) = (counter_at(&c1, "a"), counter_at(&c1, "b"));
     a1.write(|c| c.n = 10).unwrap();
     b1.write(|c| c.n = 20).unwrap();
@@ -513,14 +520,7 @@ fn loading_a_ghost_changed_since_the_last_sync_is_a_read_conflict() {
 #[test]
 fn a_ghost_changed_elsewhere_loads_transparently_when_nothing_read_changed() {
     let server = PythonServer::tcp();
-    let c1 = server.connection();
-    c1.root().insert("a".to_string(), counter(1)).unwrap();
-    c1.root().insert("b".to_string(), counter(2)).unwrap();
-    c1.commit().unwrap();
-
-    let c2 = server.connection();
-    let (a2, b2) = (counter_at(&c2, "a"), counter_at(&c2, "b"));
-    assert_eq!(value(&a2), 1);
+    let (c1, c2, _a2, b2) = second_client_read_a_not_b(&server);
     counter_at(&c1, "b").write(|c| c.n = 20).unwrap();
     c1.commit().unwrap();
     assert!(b2.is_ghost());
