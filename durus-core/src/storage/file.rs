@@ -434,7 +434,7 @@ impl FileStorage {
         if let Some(deferred) = &self.deferred {
             // Later commits go to the new file: so must their fsyncs.
             match file.try_clone_file() {
-                Some(Ok(f)) => *deferred.lock() = f,
+                Some(Ok(f)) => *deferred.lock() = Some(f),
                 Some(Err(e)) => self.poison(format!("cannot sync the packed file: {e}")),
                 None => self.poison("the packed file cannot be synced apart".into()),
             }
@@ -838,14 +838,16 @@ impl RecordReader {
 /// Syncs a [`FileStorage`]'s file from outside it (group commit): a
 /// second handle to the open file, replaced when a pack swaps the file.
 struct FileSyncer {
-    file: Mutex<File>,
+    /// `None` once the storage is closed: a second descriptor would keep
+    /// the file's lock (flock is per open file description).
+    file: Mutex<Option<File>>,
     path: PathBuf,
     /// Set by a failed fsync: the storage refuses writes from then on.
     failed: OnceLock<String>,
 }
 
 impl FileSyncer {
-    fn lock(&self) -> MutexGuard<'_, File> {
+    fn lock(&self) -> MutexGuard<'_, Option<File>> {
         self.file.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -855,7 +857,11 @@ impl Syncer for FileSyncer {
         if let Some(why) = self.failed.get() {
             return Err(Error::Poisoned(why.clone()));
         }
-        self.lock().sync_data().map_err(|e| {
+        let file = self.lock();
+        let Some(file) = file.as_ref() else {
+            return Err(Error::Closed);
+        };
+        file.sync_data().map_err(|e| {
             let why = format!("fsync of {}: {e}", self.path.display());
             tracing::error!("refusing further writes: {why}");
             let _ = self.failed.set(why.clone());
@@ -941,7 +947,7 @@ impl Storage for FileStorage {
         let file =
             file.map_err(|e| Error::io(format!("cannot reopen {}", self.path.display()), e))?;
         let syncer = Arc::new(FileSyncer {
-            file: Mutex::new(file),
+            file: Mutex::new(Some(file)),
             path: self.path.clone(),
             failed: OnceLock::new(),
         });
@@ -997,10 +1003,23 @@ impl Storage for FileStorage {
 
     fn close(&mut self) -> Result<()> {
         self.closed = true;
+        if let Some(deferred) = &self.deferred {
+            *deferred.lock() = None;
+        }
         self.file = Box::new(ClosedFile);
         self.loader = RecordReader::new(0);
         self.index.clear();
         Ok(())
+    }
+}
+
+impl Drop for FileStorage {
+    /// A syncer handed out by `defer_sync` may outlive the storage: its
+    /// descriptor must not keep the lock.
+    fn drop(&mut self) {
+        if let Some(deferred) = &self.deferred {
+            *deferred.lock() = None;
+        }
     }
 }
 
@@ -1043,7 +1062,7 @@ mod tests {
             .commit_records([record::encode(root, b"root", &[]).unwrap()])
             .unwrap();
         syncer.sync().unwrap();
-        let inode = |f: &File| f.metadata().unwrap().ino();
+        let inode = |f: &Option<File>| f.as_ref().unwrap().metadata().unwrap().ino();
         let deferred = storage.deferred.clone().unwrap();
         assert_eq!(
             inode(&deferred.lock()),
@@ -1069,6 +1088,19 @@ mod tests {
             &(again as Arc<dyn Syncer>),
             &(syncer as Arc<dyn Syncer>)
         ));
+    }
+
+    #[test]
+    fn closing_releases_the_lock_though_the_syncer_lives_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.durus");
+        let mut storage = FileStorage::open(&path).unwrap();
+        let syncer = storage.defer_sync().unwrap().unwrap();
+        storage.close().unwrap();
+        // Another writer can open it at once, and the old syncer says why
+        // it cannot sync any more.
+        FileStorage::open(&path).unwrap();
+        assert!(matches!(syncer.sync(), Err(Error::Closed)));
     }
 
     #[test]
