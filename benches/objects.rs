@@ -1,7 +1,8 @@
-//! Object-level benchmark: `Connection`, `PRef`, `PersistentDict`/`List`
-//! over a `FileStorage`, the Rust side of `scripts/bench-objects` (the
-//! Python Durus 4.3 side is `scripts/bench_objects.py`, which runs the same
-//! workloads on the same object graph).
+//! Object-level benchmark: `Connection`, `PRef` and a `BTree` over a
+//! `FileStorage`, the Rust side of `scripts/bench-objects` (the Python
+//! Durus 4.3 side is `scripts/bench_objects.py`, which runs the same
+//! workloads on the same object graph: the reference's, in
+//! `../shared/interop/bench_durus.py`).
 //!
 //! ```text
 //! cargo bench --bench objects                  # every workload, a summary on stderr
@@ -11,11 +12,9 @@
 //! ```
 //!
 //! The objects: `Item { id: i64, name: String, value: f64 }` (name
-//! `"item-<id>"`, value `1.5 * id`). There is no BTree yet, so on both sides
-//! the items are bucketed by `id / 1000` into `PersistentDict<i64,
-//! PRef<Item>>`s, and `root["buckets"]` is a `PersistentList` of them in
-//! bucket order: a commit of 1000 consecutive new items writes one bucket,
-//! its items and the list.
+//! `"item-<id>"`, value `1.5 * id`), in a `BTree<i64, PRef<Item>>` keyed by
+//! id under `root["items"]` (Python: Durus's `BTree`, whose nodes hold at
+//! most 31 items, ours 64).
 //!
 //! Workloads:
 //!
@@ -23,7 +22,7 @@
 //!   (Python Durus never fsyncs); `insert_fsync` with the default fsync'd
 //!   commit. The last `insert` repetition's file is the input of the others.
 //! * `read`: a fresh process opens the file (not timed), then reads the
-//!   three fields of every item in bucket order (`cold_read`, objects/s),
+//!   three fields of every item in key order (`cold_read`, objects/s),
 //!   then does the same again on the same connection (`warm_read`, field
 //!   reads/s, three `read` calls per item as generated getters make them);
 //!   `warm_read_closure` reads the three fields in one `read` call.
@@ -43,17 +42,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use durus_core::{Connection, FileStorage, PObject, PRef, Persistent, PersistentDict};
-use durus_core::{PersistentList, Result as DurusResult};
+use durus_core::Result as DurusResult;
+use durus_core::{BTree, Connection, FileStorage, PObject, PRef, Persistent};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use common::{file_len, merge_runs, peak_rss_kb, remove_db, summary, AnyResult, Args};
 
-/// Items per commit while inserting, and per bucket.
+/// Items per commit while inserting.
 const COMMIT_EVERY: usize = 1000;
-/// Items per bucket dict (`id / BUCKET` is the bucket).
-const BUCKET: usize = 1000;
 /// Part of the items the update workload changes.
 const UPDATE_DIVISOR: usize = 10;
 /// Updates per commit.
@@ -61,8 +58,8 @@ const UPDATE_COMMIT_EVERY: usize = 100;
 /// Warm passes per read process (`BENCH_WARM_PASSES` overrides it, e.g.
 /// to profile the warm read: `perf record ... --worker read ...`).
 const WARM_PASSES: usize = 3;
-/// The key of the bucket list in the root dict.
-const BUCKETS_KEY: &str = "buckets";
+/// The key of the tree in the root dict (the reference's).
+const ITEMS_KEY: &str = "items";
 
 /// The benchmark object (hand-written `Persistent`).
 #[derive(Debug, Serialize, Deserialize)]
@@ -76,8 +73,7 @@ impl Persistent for Item {
     const CLASS_NAME: &'static str = "bench.Item";
 }
 
-type Bucket = PersistentDict<i64, PRef<Item>>;
-type Buckets = PersistentList<PRef<Bucket>>;
+type Items = BTree<i64, PRef<Item>>;
 
 fn main() {
     if let Err(e) = run() {
@@ -217,13 +213,13 @@ fn connect(path: &Path, n: usize, fsync: bool) -> DurusResult<Connection> {
     Ok(conn)
 }
 
-/// The bucket list under the root.
-fn buckets_of(conn: &Connection) -> AnyResult<PRef<Buckets>> {
+/// The tree under the root.
+fn items_of(conn: &Connection) -> AnyResult<PRef<Items>> {
     let obj = conn
         .root()
-        .get(&BUCKETS_KEY.to_string())?
-        .ok_or("the root has no bucket list")?;
-    Ok(obj.downcast::<Buckets>()?)
+        .get(&ITEMS_KEY.to_string())?
+        .ok_or("the root has no item tree")?;
+    Ok(obj.downcast::<Items>()?)
 }
 
 /// The ids the update workload changes: the first `k` of a partial
@@ -271,34 +267,25 @@ fn insert(dir: &Path, n: usize, reps: usize, fsync: bool) -> AnyResult<Vec<Value
     for _ in 0..reps {
         remove_db(&path);
         let conn = connect(&path, n, fsync)?;
-        let buckets: PRef<Buckets> = PRef::new(PersistentList::new());
+        let tree: PRef<Items> = PRef::new(BTree::new());
         conn.root()
-            .insert(BUCKETS_KEY.to_string(), PObject::from(buckets.clone()))?;
+            .insert(ITEMS_KEY.to_string(), PObject::from(tree.clone()))?;
         conn.commit()?;
         let t = Instant::now();
-        let mut bucket: Option<PRef<Bucket>> = None;
         for i in 0..n {
-            if i % BUCKET == 0 {
-                let b = PRef::new(PersistentDict::new());
-                buckets.push(b.clone())?;
-                bucket = Some(b);
-            }
             let item = PRef::new(Item {
                 id: i as i64,
                 name: format!("item-{i}"),
                 value: i as f64 * 1.5,
             });
-            if let Some(b) = &bucket {
-                b.insert(i as i64, item)?;
-            }
+            tree.insert(i as i64, item)?;
             if (i + 1) % COMMIT_EVERY == 0 {
                 conn.commit()?;
             }
         }
         conn.commit()?;
         secs.push(t.elapsed().as_secs_f64());
-        drop(bucket);
-        drop(buckets);
+        drop(tree);
         drop(conn);
         size = file_len(&path);
     }
@@ -334,26 +321,24 @@ struct Pass {
     values: f64,
 }
 
-/// Reads the three fields of every item in bucket order, each with its own
+/// Reads the three fields of every item in key order, each with its own
 /// `read` call (what generated getters do), or all three in one.
-fn pass(buckets: &PRef<Buckets>, one_closure: bool) -> DurusResult<Pass> {
+fn pass(tree: &PRef<Items>, one_closure: bool) -> DurusResult<Pass> {
     let mut p = Pass::default();
-    // In place, as Python's `for key, obj in bucket.items()`: no snapshot.
-    buckets.for_each(|bucket| {
-        bucket.for_each(|_, item| {
-            if one_closure {
-                let (id, len, value) = item.read(|it| (it.id, it.name.len(), it.value))?;
-                p.ids += id;
-                p.name_bytes += len;
-                p.values += value;
-            } else {
-                p.ids += item.read(|it| it.id)?;
-                p.name_bytes += item.read(|it| it.name.len())?;
-                p.values += item.read(|it| it.value)?;
-            }
-            p.count += 1;
-            Ok(())
-        })
+    // In place, as Python's `for key, obj in tree.items()`: no snapshot.
+    tree.for_each(|_, item| {
+        if one_closure {
+            let (id, len, value) = item.read(|it| (it.id, it.name.len(), it.value))?;
+            p.ids += id;
+            p.name_bytes += len;
+            p.values += value;
+        } else {
+            p.ids += item.read(|it| it.id)?;
+            p.name_bytes += item.read(|it| it.name.len())?;
+            p.values += item.read(|it| it.value)?;
+        }
+        p.count += 1;
+        Ok(())
     })?;
     Ok(black_box(p))
 }
@@ -363,11 +348,11 @@ fn pass(buckets: &PRef<Buckets>, one_closure: bool) -> DurusResult<Pass> {
 fn read(path: &Path, n: usize) -> AnyResult<Vec<Value>> {
     let t = Instant::now();
     let conn = connect(path, n, false)?;
-    let buckets = buckets_of(&conn)?;
+    let tree = items_of(&conn)?;
     let open_secs = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let cold = pass(&buckets, false)?;
+    let cold = pass(&tree, false)?;
     let cold_secs = t.elapsed().as_secs_f64();
     let loads = conn.load_count();
 
@@ -390,13 +375,13 @@ fn read(path: &Path, n: usize) -> AnyResult<Vec<Value>> {
     let mut warm_closure = Vec::with_capacity(passes);
     for _ in 0..passes {
         let t = Instant::now();
-        let p = pass(&buckets, false)?;
+        let p = pass(&tree, false)?;
         warm.push(t.elapsed().as_secs_f64());
         if p != expect {
             return Err(format!("warm read saw {p:?}, expected {expect:?}").into());
         }
         let t = Instant::now();
-        let p = pass(&buckets, true)?;
+        let p = pass(&tree, true)?;
         warm_closure.push(t.elapsed().as_secs_f64());
         if p != expect {
             return Err(format!("warm read saw {p:?}, expected {expect:?}").into());
@@ -447,11 +432,10 @@ fn update(dir: &Path, items: &Path, n: usize, reps: usize, fsync: bool) -> AnyRe
         remove_db(&work);
         std::fs::copy(items, &work)?;
         let conn = connect(&work, n, fsync)?;
-        let buckets = buckets_of(&conn)?;
+        let tree = items_of(&conn)?;
         let t = Instant::now();
         for (j, &i) in ids.iter().enumerate() {
-            let bucket = buckets.get(i / BUCKET)?.ok_or("missing bucket")?;
-            let item = bucket.get(&(i as i64))?.ok_or("missing item")?;
+            let item = tree.get(&(i as i64))?.ok_or("missing item")?;
             item.write(|it| it.value += 1.0)?;
             if (j + 1) % UPDATE_COMMIT_EVERY == 0 {
                 conn.commit()?;
@@ -461,8 +445,7 @@ fn update(dir: &Path, items: &Path, n: usize, reps: usize, fsync: bool) -> AnyRe
         secs.push(t.elapsed().as_secs_f64());
         conn.abort();
         let first = ids[0];
-        let bucket = buckets.get(first / BUCKET)?.ok_or("missing bucket")?;
-        let item = bucket.get(&(first as i64))?.ok_or("missing item")?;
+        let item = tree.get(&(first as i64))?.ok_or("missing item")?;
         let value = item.read(|it| it.value)?;
         if value != first as f64 * 1.5 + 1.0 {
             return Err(format!("item {first} has value {value} after the update").into());

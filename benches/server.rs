@@ -16,10 +16,9 @@
 //! The server is the real CLI, `target/release/durus serve --file F
 //! --address 127.0.0.1:0 [--no-fsync]` (or `$DURUS_BIN`), a child process;
 //! every client is a child process too (this executable again, with
-//! `--worker`). The database: n = 100,000 `Item { id, name, value }`s
-//! bucketed by `id / 1000` into `PersistentDict`s under `root["buckets"]`,
-//! a `PersistentList` (the layout of `benches/objects.rs`: there is no
-//! BTree yet), written before the server starts.
+//! `--worker`). The database: n = 100,000 `Item { id, name, value }`s in
+//! a `BTree<i64, PRef<Item>>` under `root["items"]` (the reference's
+//! graph, as in `benches/objects.rs`), written before the server starts.
 //!
 //! Workloads:
 //!
@@ -33,16 +32,14 @@
 //! * `server_tx_fsync_K`: the same against a server with fsync'd commits
 //!   (the default), T / 5 transactions per client.
 //! * `server_load`: a fresh client process cold-loads every item through
-//!   its `Connection` (one `L` request per object: the root, the bucket
-//!   list, 100 buckets, 100,000 items), reading the three fields of each
-//!   in bucket order (the root loads when the connection opens, before
-//!   the clock); one process per repetition.
-//! * `server_load_bulk`: the same through bulk loads. There is no crawler
-//!   in the object layer yet, so the client walks the graph breadth first
-//!   over `ClientStorage` (`StorageExt::walk`: `bulk_load` of 100 oids at a
-//!   time, Durus's crawler batch), puts the records into a `MemoryStorage`
-//!   and reads every item through a `Connection` over that, as above. The
-//!   rate covers both; the walk alone is kept in `extra.walk_secs`.
+//!   its `Connection` by iterating the tree in key order, reading the
+//!   three fields of each: one `L` request per item; the tree fetches each
+//!   inner node's children with one `B` (Durus: one `L` per node too). The
+//!   root loads when the connection opens, before the clock; one process
+//!   per repetition.
+//! * `server_load_bulk`: the same through `Connection::crawl` (Durus's
+//!   `get_crawler`, batches of 100 oids, one `B` each), reading the three
+//!   fields of every item the crawl yields.
 //! * `loopback`: the bound on everything above: 1-byte ping-pongs over a
 //!   loopback TCP connection (`TCP_NODELAY`) between two processes of this
 //!   executable, in round trips/s; unpinned, and with `taskset` (when there
@@ -62,9 +59,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use durus_core::{ClientStorage, Connection, FileStorage, MemoryStorage, Oid, PObject, PRef};
-use durus_core::{Persistent, PersistentDict, PersistentList, Result as DurusResult};
-use durus_core::{Storage, StorageExt};
+use durus_core::{BTree, ClientStorage, Connection, FileStorage, Oid, PObject, PRef};
+use durus_core::{Persistent, Result as DurusResult};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -73,14 +69,13 @@ use common::{
     take_flag, AnyResult, Args,
 };
 
-/// Items per bucket dict and per commit while populating.
-const BUCKET: usize = 1000;
-/// The key of the bucket list in the root dict.
-const BUCKETS_KEY: &str = "buckets";
+/// Items per commit while populating.
+const COMMIT_EVERY: usize = 1000;
+/// The key of the tree in the root dict (the reference's).
+const ITEMS_KEY: &str = "items";
 /// Client counts of `server_tx`.
 const CLIENTS: [usize; 2] = [1, 4];
-/// Oids per bulk load (Durus's crawler default; `StorageExt::walk` uses
-/// the same).
+/// Oids per bulk load (Durus's crawler default).
 const BULK_BATCH: usize = 100;
 
 /// The benchmark object (as in `benches/objects.rs`).
@@ -95,8 +90,7 @@ impl Persistent for Item {
     const CLASS_NAME: &'static str = "bench.Item";
 }
 
-type Bucket = PersistentDict<i64, PRef<Item>>;
-type Buckets = PersistentList<PRef<Bucket>>;
+type Items = BTree<i64, PRef<Item>>;
 
 fn main() {
     if let Err(e) = run() {
@@ -701,39 +695,31 @@ fn worker(name: &str, args: &Args, flags: &WorkerFlags) -> AnyResult<Vec<Value>>
     }
 }
 
-/// The bucket list under the root.
-fn buckets_of(conn: &Connection) -> AnyResult<PRef<Buckets>> {
+/// The tree under the root.
+fn items_of(conn: &Connection) -> AnyResult<PRef<Items>> {
     let obj = conn
         .root()
-        .get(&BUCKETS_KEY.to_string())?
-        .ok_or("the root has no bucket list")?;
-    Ok(obj.downcast::<Buckets>()?)
+        .get(&ITEMS_KEY.to_string())?
+        .ok_or("the root has no item tree")?;
+    Ok(obj.downcast::<Items>()?)
 }
 
-/// `n` items into a fresh file (fsync off), a commit per bucket.
+/// `n` items into a fresh file (fsync off), a commit every 1000.
 fn populate(path: &Path, n: usize) -> AnyResult<Vec<Value>> {
     common::remove_db(path);
     let conn = Connection::new(FileStorage::options().fsync(false).open(path)?)?;
     conn.set_cache_size(2 * n + 10_000);
-    let buckets: PRef<Buckets> = PRef::new(PersistentList::new());
+    let tree: PRef<Items> = PRef::new(BTree::new());
     conn.root()
-        .insert(BUCKETS_KEY.to_string(), PObject::from(buckets.clone()))?;
-    let mut bucket: Option<PRef<Bucket>> = None;
+        .insert(ITEMS_KEY.to_string(), PObject::from(tree.clone()))?;
     for i in 0..n {
-        if i % BUCKET == 0 {
-            let b = PRef::new(PersistentDict::new());
-            buckets.push(b.clone())?;
-            bucket = Some(b);
-        }
         let item = PRef::new(Item {
             id: i as i64,
             name: format!("item-{i}"),
             value: i as f64 * 1.5,
         });
-        if let Some(b) = &bucket {
-            b.insert(i as i64, item)?;
-        }
-        if (i + 1) % BUCKET == 0 {
+        tree.insert(i as i64, item)?;
+        if (i + 1) % COMMIT_EVERY == 0 {
             conn.commit()?;
         }
     }
@@ -747,9 +733,7 @@ fn tx_client(address: &str, n: usize, flags: &WorkerFlags) -> AnyResult<Vec<Valu
     let conn = Connection::new(ClientStorage::connect(address)?)?;
     conn.set_cache_size(10_000);
     let id = flags.idx * (n / flags.clients.max(1)).max(1);
-    let buckets = buckets_of(&conn)?;
-    let bucket = buckets.get(id / BUCKET)?.ok_or("missing bucket")?;
-    let item = bucket.get(&(id as i64))?.ok_or("missing item")?;
+    let item = items_of(&conn)?.get(&(id as i64))?.ok_or("missing item")?;
     let start_value = item.read(|it| it.value)?; // warm: path and item loaded
     println!("ready");
     std::io::stdout().flush()?;
@@ -778,21 +762,21 @@ fn tx_client(address: &str, n: usize, flags: &WorkerFlags) -> AnyResult<Vec<Valu
     })])
 }
 
-/// Reads the three fields of every item in bucket order, in place; the
+/// Reads the three fields of `item`, adding to `seen` (items, sum of ids).
+fn read_item(item: &PRef<Item>, seen: &mut (u64, i64)) -> DurusResult<()> {
+    seen.1 += item.read(|it| it.id)?;
+    black_box(item.read(|it| it.name.len())?);
+    black_box(item.read(|it| it.value)?);
+    seen.0 += 1;
+    Ok(())
+}
+
+/// Reads the three fields of every item in key order, in place; the
 /// number of items and the sum of their ids.
-fn read_items(buckets: &PRef<Buckets>) -> DurusResult<(u64, i64)> {
-    let (mut count, mut ids, mut name_bytes, mut values) = (0u64, 0i64, 0usize, 0f64);
-    buckets.for_each(|bucket| {
-        bucket.for_each(|_, item| {
-            ids += item.read(|it| it.id)?;
-            name_bytes += item.read(|it| it.name.len())?;
-            values += item.read(|it| it.value)?;
-            count += 1;
-            Ok(())
-        })
-    })?;
-    black_box((name_bytes, values));
-    Ok((count, ids))
+fn read_items(tree: &PRef<Items>) -> DurusResult<(u64, i64)> {
+    let mut seen = (0, 0);
+    tree.for_each(|_, item| read_item(item, &mut seen))?;
+    Ok(seen)
 }
 
 fn check_items(seen: (u64, i64), n: usize) -> AnyResult<()> {
@@ -803,50 +787,46 @@ fn check_items(seen: (u64, i64), n: usize) -> AnyResult<()> {
     Ok(())
 }
 
-/// A fresh connection loads every item, one `L` per object.
+/// A fresh connection loads every item, one `L` per item.
 fn load(address: &str, n: usize) -> AnyResult<Vec<Value>> {
     let conn = Connection::new(ClientStorage::connect(address)?)?;
     conn.set_cache_size(2 * n + 10_000);
-    let before = conn.load_count();
+    let before = conn.storage_loads();
     let t = Instant::now();
-    let buckets = buckets_of(&conn)?;
-    let seen = read_items(&buckets)?;
+    let tree = items_of(&conn)?;
+    let seen = read_items(&tree)?;
     let secs = t.elapsed().as_secs_f64();
     check_items(seen, n)?;
     Ok(vec![json!({
         "secs": secs,
-        "requests": conn.load_count() - before,
+        "requests": conn.storage_loads() - before,
         "peak_rss_kb": peak_rss_kb(),
     })])
 }
 
-/// The same through bulk loads: a breadth-first walk over the client
-/// storage (`bulk_load` of 100 oids at a time) into a `MemoryStorage`,
-/// then every item read through a connection over that.
+/// The same through `Connection::crawl` (Durus's crawler): every object
+/// reachable from the root, breadth first, 100 per bulk load; the items
+/// among them read as they come.
 fn load_bulk(address: &str, n: usize) -> AnyResult<Vec<Value>> {
-    let mut client = ClientStorage::connect(address)?;
-    let t = Instant::now();
-    let mut local = MemoryStorage::new();
-    local.begin()?;
-    let mut records = 0u64;
-    for entry in client.walk(Oid::ROOT) {
-        let (oid, record) = entry?;
-        local.store(oid, record)?;
-        records += 1;
-    }
-    local.end(&mut |_| Ok(()))?;
-    let walk_secs = t.elapsed().as_secs_f64();
-    let conn = Connection::new(local)?;
+    let conn = Connection::new(ClientStorage::connect(address)?)?;
     conn.set_cache_size(2 * n + 10_000);
-    let buckets = buckets_of(&conn)?;
-    let seen = read_items(&buckets)?;
+    let before = conn.storage_loads();
+    let t = Instant::now();
+    let mut seen = (0, 0);
+    let mut objects = 0u64;
+    for obj in conn.crawl(Oid::ROOT, BULK_BATCH) {
+        let obj = obj?;
+        objects += 1;
+        if obj.class_name() == Item::CLASS_NAME {
+            read_item(&obj.downcast::<Item>()?, &mut seen)?;
+        }
+    }
     let secs = t.elapsed().as_secs_f64();
     check_items(seen, n)?;
-    client.close()?;
     Ok(vec![json!({
         "secs": secs,
-        "walk_secs": walk_secs,
-        "records": records,
+        "objects": objects,
+        "requests": conn.storage_loads() - before,
         "peak_rss_kb": peak_rss_kb(),
     })])
 }

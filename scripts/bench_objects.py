@@ -4,10 +4,10 @@ scripts/bench-objects, the same workloads on the same object graph as
 benches/objects.rs.
 
 durus.connection.Connection over durus.file_storage.FileStorage, with Items
-(int id, str name "item-<id>", float value 1.5 * id) bucketed by id // 1000
-into PersistentDicts, root["buckets"] a PersistentList of them (there is no
-Rust BTree yet, so both sides use this shape instead of the reference's
-BTree). Cache size 2n + 10000, so nothing is ghosted.
+(int id, str name "item-<id>", float value 1.5 * id) in a durus.btree.BTree
+keyed by id under root["items"], as the reference
+(../shared/interop/bench_durus.py). Cache size 2n + 10000, so nothing is
+ghosted.
 
     bench_objects.py [--quick] [--json] [--tmp DIR] [--only a,b]
         runs every workload in child processes (--worker) so that each
@@ -36,7 +36,6 @@ from bench_storage import (file_len, parse_opts, peak_rss_kb, read_rows,  # noqa
                            remove_db)
 
 COMMIT_EVERY = 1000
-BUCKET = 1000
 UPDATE_DIVISOR = 10
 UPDATE_COMMIT_EVERY = 100
 WARM_PASSES = 3
@@ -103,30 +102,25 @@ class Item(Persistent):
 # ------------------------------------------------------------------ workloads
 
 def insert(d, n, reps):
-    from durus.persistent_dict import PersistentDict
-    from durus.persistent_list import PersistentList
+    from durus.btree import BTree
     path = os.path.join(d, "insert.durus")
     secs = []
     size = 0
     for _ in range(reps):
         remove_db(path)
         conn = connect(path, n)
-        buckets = PersistentList()
-        conn.get_root()["buckets"] = buckets
+        tree = BTree()
+        conn.get_root()["items"] = tree
         conn.commit()
         t = time.perf_counter()
-        bucket = None
         for i in range(n):
-            if i % BUCKET == 0:
-                bucket = PersistentDict()
-                buckets.append(bucket)
-            bucket[i] = Item(i, "item-%d" % i, i * 1.5)
+            tree[i] = Item(i, "item-%d" % i, i * 1.5)
             if (i + 1) % COMMIT_EVERY == 0:
                 conn.commit()
         conn.commit()
         secs.append(time.perf_counter() - t)
         conn.get_storage().close()
-        del conn, buckets, bucket
+        del conn, tree
         size = file_len(path)
     items = os.path.join(d, "items.durus")
     remove_db(items)
@@ -135,16 +129,16 @@ def insert(d, n, reps):
         file_bytes=size, fsync=False, commits=-(-n // COMMIT_EVERY)))]
 
 
-def one_pass(buckets):
-    """Reads the three fields of every item in bucket order."""
+def one_pass(tree):
+    """Reads the three fields of every item in key order (the reference's
+    touch_all)."""
     count = ids = name_bytes = 0
     values = 0.0
-    for bucket in buckets:
-        for key, obj in bucket.items():
-            ids += obj.id
-            name_bytes += len(obj.name)
-            values += obj.value
-            count += 1
+    for key, obj in tree.items():
+        ids += obj.id
+        name_bytes += len(obj.name)
+        values += obj.value
+        count += 1
     return count, ids, name_bytes, values
 
 
@@ -152,16 +146,16 @@ def read(d, n):
     path = os.path.join(d, "items.durus")
     t = time.perf_counter()
     conn = connect(path, n)
-    buckets = conn.get_root()["buckets"]
+    tree = conn.get_root()["items"]
     open_secs = time.perf_counter() - t
     t = time.perf_counter()
-    cold = one_pass(buckets)
+    cold = one_pass(tree)
     cold_secs = time.perf_counter() - t
     assert cold[0] == n and cold[1] == n * (n - 1) // 2, cold
     warm = []
     for _ in range(WARM_PASSES):
         t = time.perf_counter()
-        p = one_pass(buckets)
+        p = one_pass(tree)
         warm.append(time.perf_counter() - t)
         assert p == cold, (p, cold)
     rss = peak_rss_kb()
@@ -185,10 +179,10 @@ def update(d, n, reps):
         remove_db(work)
         shutil.copyfile(items, work)
         conn = connect(work, n)
-        buckets = conn.get_root()["buckets"]
+        tree = conn.get_root()["items"]
         t = time.perf_counter()
         for j, i in enumerate(ids):
-            obj = buckets[i // BUCKET][i]
+            obj = tree[i]
             obj.value += 1.0
             if (j + 1) % UPDATE_COMMIT_EVERY == 0:
                 conn.commit()
@@ -196,9 +190,9 @@ def update(d, n, reps):
         secs.append(time.perf_counter() - t)
         conn.abort()
         first = ids[0]
-        assert buckets[first // BUCKET][first].value == first * 1.5 + 1.0
+        assert tree[first].value == first * 1.5 + 1.0
         conn.get_storage().close()
-        del conn, buckets
+        del conn, tree
         size = file_len(work)
         remove_db(work)
     return [result("update", k, "objects/s", secs, peak_rss_kb(), dict(

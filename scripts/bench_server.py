@@ -6,10 +6,9 @@ benches/server.rs.
 The reference server workloads of ../shared/interop/bench_durus.py
 (server_tx with K = 1 and 4 client processes, server_load, server_load_bulk)
 with its server (`python -m durus -s`, started and stopped by its Server
-class, quiet: --logginglevel 30), on the object graph of
-scripts/bench_objects.py instead of a BTree (there is no Rust BTree yet):
-n Items bucketed by id // 1000 into PersistentDicts, root["buckets"] a
-PersistentList of them.
+class, quiet: --logginglevel 30), on the reference's object graph, the one
+scripts/bench_objects.py writes: n Items in a durus.btree.BTree keyed by
+id under root["items"].
 
     bench_server.py [--quick] [--json] [--tmp DIR] [--only a,b] [--pin same|cross]
         runs every workload (clients in child processes); a summary goes to
@@ -38,7 +37,7 @@ for path in (HERE, INTEROP):
 
 # The object bench's graph, rows and formatting; the storage bench's flags
 # and JSON-line reader.
-from bench_objects import (BUCKET, fmt_value, insert, one_pass,  # noqa: E402
+from bench_objects import (fmt_value, insert, one_pass,  # noqa: E402
                            result, summary)
 from bench_storage import parse_opts, peak_rss_kb, read_rows  # noqa: E402
 
@@ -67,7 +66,7 @@ def client(port, n):
 
 
 def load(port, n, bulk):
-    """bench_durus.w_server_load on the bucket graph."""
+    """bench_durus.w_server_load."""
     from bench_objects import Item
     st, conn = client(port, n)
     if bulk:
@@ -82,8 +81,8 @@ def load(port, n, bulk):
         dt = time.perf_counter() - t0
     else:
         t0 = time.perf_counter()
-        buckets = conn.get_root()["buckets"]
-        count, ids, _, _ = one_pass(buckets)
+        tree = conn.get_root()["items"]
+        count, ids, _, _ = one_pass(tree)
         dt = time.perf_counter() - t0
     assert count == n and ids == n * (n - 1) // 2, (count, ids)
     st.close()
@@ -100,13 +99,13 @@ def placement(pin):
 
 
 def tx_client(port, n, idx, stride, t, barrier, q, cpu):
-    """bench_durus.server_tx_client on the bucket graph."""
+    """bench_durus.server_tx_client."""
     try:
         if cpu is not None:
             os.sched_setaffinity(0, {cpu})
         st, conn = client(port, 0)
         i = idx * stride
-        obj = conn.get_root()["buckets"][i // BUCKET][i]
+        obj = conn.get_root()["items"][i]
         start_value = obj.value              # warm: path + object loaded
         barrier.wait(60)
         t0 = time.perf_counter()

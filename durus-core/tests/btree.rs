@@ -501,3 +501,28 @@ fn a_cold_scan_fetches_the_children_of_each_inner_node_in_one_round_trip() {
         );
     }
 }
+
+#[test]
+fn for_each_visits_every_entry_in_order_and_stops_at_the_first_error() {
+    let conn = Connection::new(MemoryStorage::new()).unwrap();
+    let tree = store(&conn, "t", Tree::with_node_size(4));
+    let model = with_values((0..300).map(|k| (k * 7) % 300));
+    tree.extend(model.clone()).unwrap();
+    let mut seen = Vec::new();
+    tree.for_each(|k, v| {
+        seen.push((*k, v.clone()));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen, model.into_iter().collect::<Vec<_>>());
+    let mut visited = 0;
+    let stopped = tree.for_each(|k, _| {
+        visited += 1;
+        if *k == 10 {
+            return Err(Error::InvalidState("stop".into()));
+        }
+        Ok(())
+    });
+    assert!(matches!(stopped, Err(Error::InvalidState(_))));
+    assert_eq!(visited, 11);
+}

@@ -374,6 +374,15 @@ impl<K: Element + Ord, V: Element> PRef<BTree<K, V>> {
         Iter::new(self, bounds(&range), false)
     }
 
+    /// Calls `f` on every entry in key order, in place (no clones, unlike
+    /// the iterators: `f` must not change this tree), stopping at the
+    /// first error. The children of each inner node are fetched together,
+    /// as the iterators do.
+    pub fn for_each(&self, mut f: impl FnMut(&K, &V) -> Result<()>) -> Result<()> {
+        let (root, _) = self.header()?;
+        for_each_below(&root, &mut f)
+    }
+
     /// The most entries per leaf and children per inner node.
     pub fn node_size(&self) -> Result<usize> {
         self.read(|t| t.node_size as usize)
@@ -457,6 +466,24 @@ fn verify_below<K: Element + Ord, V: Element>(
         count += verify_below(child, lo, hi, depth + 1, leaf_depth)?;
     }
     Ok(count)
+}
+
+fn for_each_below<K: Element + Ord, V: Element>(
+    node: &PRef<Node<K, V>>,
+    f: &mut dyn FnMut(&K, &V) -> Result<()>,
+) -> Result<()> {
+    let oid = node.oid();
+    let children = node.read(|n| -> Result<Vec<PRef<Node<K, V>>>> {
+        n.check(oid)?;
+        for (k, v) in n.keys.iter().zip(&n.values) {
+            f(k, v)?;
+        }
+        Ok(n.children.clone())
+    })??;
+    PRef::prefetch(children.iter())?;
+    children
+        .iter()
+        .try_for_each(|child| for_each_below(child, f))
 }
 
 fn bounds<K: Clone>(range: &impl RangeBounds<K>) -> (Bound<K>, Bound<K>) {
