@@ -54,11 +54,11 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use durus::storage::{PackJob, RecordIter};
-use durus::{BTree, Connection, FileStorage, Oid, PObject, PRef, PackReport, Persistent};
+use durus::{BTree, Connection, FileStorage, Oid, PRef, PackReport};
 use durus::{Result as DurusResult, Storage};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use common::items::{items_of, store_items, Item, Items};
 use common::{
     bench_tmp_base, file_len, median, merge_runs, peak_rss_kb, rate_row, remove_db, run_worker,
     summary, take_flag, time_row, AnyResult, Args,
@@ -67,22 +67,12 @@ use common::{
 /// Items per commit while inserting (the reference's `COMMIT_EVERY`).
 const COMMIT_EVERY: usize = 1000;
 /// The key of the tree in the root dict (the reference's).
-const ITEMS_KEY: &str = "items";
 /// Lookups in the `lookup` workload (`--lookups K`).
 const LOOKUPS: usize = 1000;
 /// Processes per timed workload (`--reps R`).
 const REPS: usize = 3;
 
-/// The benchmark object, the reference's `peer_models.Item`.
-#[derive(Debug, Serialize, Deserialize, Persistent)]
-#[durus(name = "bench.Item")]
-struct Item {
-    id: i64,
-    name: String,
-    value: f64,
-}
-
-type Tree = BTree<i64, PRef<Item>>;
+type Tree = Items;
 
 fn main() {
     if let Err(e) = run() {
@@ -331,15 +321,6 @@ fn connect(path: &Path, n: usize) -> DurusResult<Connection> {
     connect_over(FileStorage::options().fsync(false).open(path)?, n)
 }
 
-/// The tree under the root.
-fn tree_of(conn: &Connection) -> AnyResult<PRef<Tree>> {
-    let obj = conn
-        .root()
-        .get(&ITEMS_KEY.to_string())?
-        .ok_or("the root has no item tree")?;
-    Ok(obj.downcast::<Tree>()?)
-}
-
 /// The keys the lookups use: K draws of xorshift64 modulo n, the keys
 /// `bench_btree.py` draws.
 fn lookup_keys(n: usize, k: usize) -> Vec<i64> {
@@ -433,12 +414,13 @@ fn insert(dir: &Path, n: usize, node_size: usize, order: Order) -> AnyResult<Vec
     let path = dir.join("insert.durus");
     remove_db(&path);
     let conn = connect(&path, n)?;
-    let tree: PRef<Tree> = PRef::new(match node_size {
-        0 => BTree::new(),
-        size => BTree::with_node_size(size),
-    });
-    conn.root()
-        .insert(ITEMS_KEY.to_string(), PObject::from(tree.clone()))?;
+    let tree = store_items(
+        &conn,
+        match node_size {
+            0 => BTree::new(),
+            size => BTree::with_node_size(size),
+        },
+    )?;
     conn.commit()?;
     let ids = order.ids(n);
     let t = Instant::now();
@@ -493,7 +475,7 @@ fn insert(dir: &Path, n: usize, node_size: usize, order: Order) -> AnyResult<Vec
 fn cold_scan(path: &Path, n: usize) -> AnyResult<Vec<Value>> {
     let t = Instant::now();
     let conn = connect(path, n)?;
-    let tree = tree_of(&conn)?;
+    let tree = items_of(&conn)?;
     let open_secs = t.elapsed().as_secs_f64();
     let loads = conn.load_count();
 
@@ -541,7 +523,7 @@ fn pack(path: &Path, n: usize) -> AnyResult<Vec<Value>> {
             "size_after": report.size_after,
             "kept": report.kept,
         }),
-        shape(&tree_of(&conn)?)?,
+        shape(&items_of(&conn)?)?,
     );
     drop(conn);
     if let Some(prepack) = &report.prepack {
@@ -564,7 +546,7 @@ fn open_packed(path: &Path, n: usize) -> AnyResult<Vec<Value>> {
     let storage_secs = t.elapsed().as_secs_f64();
     let conn = connect_over(storage, n)?;
     let secs = t.elapsed().as_secs_f64();
-    let tree = tree_of(&conn)?;
+    let tree = items_of(&conn)?;
     let extra = with(
         json!({ "storage_open_secs": storage_secs, "file_bytes": file_len(path) }),
         json!({ "node_size": tree.node_size()? }),
@@ -591,7 +573,7 @@ fn lookup(path: &Path, n: usize, k: usize) -> AnyResult<Vec<Value>> {
         };
         let (call_count, record_count) = (storage.calls.clone(), storage.records.clone());
         let conn = connect_over(storage, n)?;
-        let tree = tree_of(&conn)?;
+        let tree = items_of(&conn)?;
         let (c0, r0, s0) = (call_count.get(), record_count.get(), conn.load_count());
         let t = Instant::now();
         let item = tree.get(&key)?;
@@ -607,7 +589,7 @@ fn lookup(path: &Path, n: usize, k: usize) -> AnyResult<Vec<Value>> {
     }
     // The shape of the tree, after the clock (node_count loads every node).
     let conn = connect(path, n)?;
-    let tree_shape = shape(&tree_of(&conn)?)?;
+    let tree_shape = shape(&items_of(&conn)?)?;
     let node_size = tree_shape["node_size"].as_u64().unwrap_or(0) as usize;
     let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len().max(1) as f64;
     let extra = with(

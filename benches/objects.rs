@@ -43,10 +43,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use durus_core::Result as DurusResult;
-use durus_core::{BTree, Connection, FileStorage, PObject, PRef, Persistent};
-use serde::{Deserialize, Serialize};
+use durus_core::{BTree, Connection, FileStorage, PRef};
 use serde_json::{json, Value};
 
+use common::items::{items_of, store_items, Item, Items};
 use common::{file_len, merge_runs, peak_rss_kb, remove_db, summary, AnyResult, Args};
 
 /// Items per commit while inserting.
@@ -58,23 +58,6 @@ const UPDATE_COMMIT_EVERY: usize = 100;
 /// Warm passes per read process (`BENCH_WARM_PASSES` overrides it, e.g.
 /// to profile the warm read: `perf record ... --worker read ...`).
 const WARM_PASSES: usize = 3;
-/// The key of the tree in the root dict (the reference's).
-const ITEMS_KEY: &str = "items";
-
-/// The benchmark object (hand-written `Persistent`).
-#[derive(Debug, Serialize, Deserialize)]
-struct Item {
-    id: i64,
-    name: String,
-    value: f64,
-}
-
-impl Persistent for Item {
-    const CLASS_NAME: &'static str = "bench.Item";
-}
-
-type Items = BTree<i64, PRef<Item>>;
-
 fn main() {
     if let Err(e) = run() {
         eprintln!("bench objects: {e}");
@@ -213,15 +196,6 @@ fn connect(path: &Path, n: usize, fsync: bool) -> DurusResult<Connection> {
     Ok(conn)
 }
 
-/// The tree under the root.
-fn items_of(conn: &Connection) -> AnyResult<PRef<Items>> {
-    let obj = conn
-        .root()
-        .get(&ITEMS_KEY.to_string())?
-        .ok_or("the root has no item tree")?;
-    Ok(obj.downcast::<Items>()?)
-}
-
 /// The ids the update workload changes: the first `k` of a partial
 /// Fisher-Yates shuffle of `0..n` driven by xorshift64, as Python draws
 /// them.
@@ -267,9 +241,7 @@ fn insert(dir: &Path, n: usize, reps: usize, fsync: bool) -> AnyResult<Vec<Value
     for _ in 0..reps {
         remove_db(&path);
         let conn = connect(&path, n, fsync)?;
-        let tree: PRef<Items> = PRef::new(BTree::new());
-        conn.root()
-            .insert(ITEMS_KEY.to_string(), PObject::from(tree.clone()))?;
+        let tree = store_items(&conn, BTree::new())?;
         conn.commit()?;
         let t = Instant::now();
         for i in 0..n {

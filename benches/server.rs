@@ -59,11 +59,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use durus_core::{BTree, ClientStorage, Connection, FileStorage, Oid, PObject, PRef};
+use durus_core::{BTree, ClientStorage, Connection, FileStorage, Oid, PRef};
 use durus_core::{Persistent, Result as DurusResult};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use common::items::{items_of, store_items, Item, Items};
 use common::{
     bench_tmp_base, file_len, peak_rss_kb, proc_peak_rss_kb, rate_row, run_worker, summary,
     take_flag, AnyResult, Args,
@@ -71,26 +71,10 @@ use common::{
 
 /// Items per commit while populating.
 const COMMIT_EVERY: usize = 1000;
-/// The key of the tree in the root dict (the reference's).
-const ITEMS_KEY: &str = "items";
 /// Client counts of `server_tx`.
 const CLIENTS: [usize; 2] = [1, 4];
 /// Oids per bulk load (Durus's crawler default).
 const BULK_BATCH: usize = 100;
-
-/// The benchmark object (as in `benches/objects.rs`).
-#[derive(Debug, Serialize, Deserialize)]
-struct Item {
-    id: i64,
-    name: String,
-    value: f64,
-}
-
-impl Persistent for Item {
-    const CLASS_NAME: &'static str = "bench.Item";
-}
-
-type Items = BTree<i64, PRef<Item>>;
 
 fn main() {
     if let Err(e) = run() {
@@ -695,23 +679,12 @@ fn worker(name: &str, args: &Args, flags: &WorkerFlags) -> AnyResult<Vec<Value>>
     }
 }
 
-/// The tree under the root.
-fn items_of(conn: &Connection) -> AnyResult<PRef<Items>> {
-    let obj = conn
-        .root()
-        .get(&ITEMS_KEY.to_string())?
-        .ok_or("the root has no item tree")?;
-    Ok(obj.downcast::<Items>()?)
-}
-
 /// `n` items into a fresh file (fsync off), a commit every 1000.
 fn populate(path: &Path, n: usize) -> AnyResult<Vec<Value>> {
     common::remove_db(path);
     let conn = Connection::new(FileStorage::options().fsync(false).open(path)?)?;
     conn.set_cache_size(2 * n + 10_000);
-    let tree: PRef<Items> = PRef::new(BTree::new());
-    conn.root()
-        .insert(ITEMS_KEY.to_string(), PObject::from(tree.clone()))?;
+    let tree = store_items(&conn, BTree::new())?;
     for i in 0..n {
         let item = PRef::new(Item {
             id: i as i64,

@@ -3,6 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+#[allow(dead_code)]
+pub mod items;
+
 pub type AnyResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// Command line: the driver's flags and the worker's.
