@@ -733,24 +733,46 @@ fn check_shelf_record(
     }
 }
 
-/// Reads shelf records through a window buffer, so that reads in file
+/// Reads shelf records through window buffers, so that reads in file
 /// order (a scan, a pack) cost one system call per window, not per record.
+/// Several windows serve readers that alternate between regions (a pack
+/// reads the base in oid order and the records appended since in between).
 pub(super) struct RecordReader {
-    window: Vec<u8>,
+    windows: Vec<Window>,
     /// How much one read asks for (more only for a larger record).
     capacity: usize,
+    /// Ticks of use, for replacing the least recently used window.
+    clock: u64,
+}
+
+/// One buffered stretch of the file.
+#[derive(Default)]
+struct Window {
+    bytes: Vec<u8>,
     start: u64,
     len: usize,
+    used: u64,
+}
+
+impl Window {
+    fn holds(&self, pos: u64, n: usize) -> bool {
+        pos >= self.start && pos + n as u64 <= self.start + self.len as u64
+    }
 }
 
 impl RecordReader {
-    /// A reader whose window holds `capacity` bytes (grown for larger records).
+    /// A reader with one window of `capacity` bytes (grown for larger records).
     pub(super) fn new(capacity: usize) -> Self {
+        Self::with_windows(1, capacity)
+    }
+
+    /// A reader with `count` windows of `capacity` bytes each (allocated
+    /// on first use).
+    pub(super) fn with_windows(count: usize, capacity: usize) -> Self {
         RecordReader {
-            window: vec![0; capacity],
+            windows: (0..count.max(1)).map(|_| Window::default()).collect(),
             capacity,
-            start: 0,
-            len: 0,
+            clock: 0,
         }
     }
 
@@ -776,17 +798,14 @@ impl RecordReader {
                 "the data ends {available} bytes into the shelf record"
             )));
         }
-        self.fill(file, path, pos, end, MIN_SHELF_RECORD_LEN as usize)?;
-        let at = (pos - self.start) as usize;
-        let total = shelf::read_u64(&self.window[at..at + 8]).saturating_add(8);
+        let head = self.fill(file, path, pos, end, MIN_SHELF_RECORD_LEN as usize)?;
+        let total = shelf::read_u64(&head[..8]).saturating_add(8);
         if total < MIN_SHELF_RECORD_LEN || total > available {
             return Err(corrupt(format!(
                 "shelf record length {total} does not fit the {available} bytes that remain"
             )));
         }
-        self.fill(file, path, pos, end, total as usize)?;
-        let at = (pos - self.start) as usize;
-        let shelf_record = &self.window[at..at + total as usize];
+        let shelf_record = self.fill(file, path, pos, end, total as usize)?;
         let name = Oid::from_bytes(shelf_record[8..16].try_into().expect("8 bytes"));
         let record = &shelf_record[16..];
         let rec = Record::decode(record).map_err(|e| corrupt(e.to_string()))?;
@@ -800,38 +819,55 @@ impl RecordReader {
         Ok(record)
     }
 
-    /// Makes the window hold the `n` bytes at `pos` (the caller has checked
-    /// that they lie inside the file's valid data, which ends at `end`).
-    /// Bytes past `end` are never kept: a later commit may overwrite them.
-    fn fill(&mut self, file: &dyn FileIo, path: &Path, pos: u64, end: u64, n: usize) -> Result<()> {
-        if pos >= self.start && pos + n as u64 <= self.start + self.len as u64 {
-            return Ok(());
-        }
-        let want = (n.max(self.capacity) as u64).min(end.saturating_sub(pos)) as usize;
-        if self.window.len() < want {
-            self.window.resize(want, 0);
-        }
-        self.start = pos;
-        self.len = 0;
-        self.len = file
-            .read_up_to(&mut self.window[..want], pos)
-            .map_err(|e| {
-                Error::io(
-                    format!(
-                        "cannot read the record at offset {pos} of {}",
-                        path.display()
-                    ),
-                    e,
-                )
-            })?;
-        if self.len < n {
-            return Err(Error::Corrupt {
-                path: path.into(),
-                offset: pos,
-                detail: format!("the file ends {} bytes into the shelf record", self.len),
-            });
-        }
-        Ok(())
+    /// The `n` bytes at `pos`, from a window that holds them or from the
+    /// least recently used one, refilled (the caller has checked that they
+    /// lie inside the file's valid data, which ends at `end`). Bytes past
+    /// `end` are never kept: a later commit may overwrite them.
+    fn fill(
+        &mut self,
+        file: &dyn FileIo,
+        path: &Path,
+        pos: u64,
+        end: u64,
+        n: usize,
+    ) -> Result<&[u8]> {
+        self.clock += 1;
+        let i = match self.windows.iter().position(|w| w.holds(pos, n)) {
+            Some(i) => i,
+            None => {
+                let i = (0..self.windows.len())
+                    .min_by_key(|&i| self.windows[i].used)
+                    .unwrap_or(0);
+                let w = &mut self.windows[i];
+                let want = (n.max(self.capacity) as u64).min(end.saturating_sub(pos)) as usize;
+                if w.bytes.len() < want {
+                    w.bytes.resize(want, 0);
+                }
+                w.start = pos;
+                w.len = 0;
+                w.len = file.read_up_to(&mut w.bytes[..want], pos).map_err(|e| {
+                    Error::io(
+                        format!(
+                            "cannot read the record at offset {pos} of {}",
+                            path.display()
+                        ),
+                        e,
+                    )
+                })?;
+                if w.len < n {
+                    return Err(Error::Corrupt {
+                        path: path.into(),
+                        offset: pos,
+                        detail: format!("the file ends {} bytes into the shelf record", w.len),
+                    });
+                }
+                i
+            }
+        };
+        let w = &mut self.windows[i];
+        w.used = self.clock;
+        let at = (pos - w.start) as usize;
+        Ok(&w.bytes[at..at + n])
     }
 }
 
@@ -1050,6 +1086,69 @@ mod tests {
     use super::*;
     use crate::storage::StorageExt;
     use std::os::unix::fs::MetadataExt;
+
+    /// A file that counts its reads.
+    struct CountingFile(Vec<u8>, std::cell::Cell<usize>);
+
+    impl FileIo for CountingFile {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+            self.1.set(self.1.get() + 1);
+            let from = (offset as usize).min(self.0.len());
+            let n = buf.len().min(self.0.len() - from);
+            buf[..n].copy_from_slice(&self.0[from..from + n]);
+            Ok(n)
+        }
+        fn write_all_at(&mut self, _: &[u8], _: u64) -> io::Result<()> {
+            unreachable!("the reader only reads")
+        }
+        fn size(&self) -> io::Result<u64> {
+            Ok(self.0.len() as u64)
+        }
+        fn set_len(&mut self, _: u64) -> io::Result<()> {
+            unreachable!("the reader only reads")
+        }
+        fn sync_data(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn record_reader_alternating_between_two_regions_reads_each_window_once() {
+        // 200 shelf records of 100 bytes; read records 0..100 (one region)
+        // interleaved with 100..200 (another), as a pack interleaves the
+        // base with records appended since.
+        let mut bytes = Vec::new();
+        let mut at = Vec::new();
+        for i in 0..200u64 {
+            at.push(bytes.len() as u64);
+            let rec = record::encode(Oid(i), &[7u8; 64], &[]).unwrap();
+            shelf::push_shelf_record(&mut bytes, Oid(i), &rec);
+        }
+        let len = bytes.len() as u64;
+        let file = CountingFile(bytes, Default::default());
+        let path = Path::new("two-regions");
+        let window = (at[100] - at[0]) as usize;
+        let mut two = RecordReader::with_windows(2, window);
+        for i in 0..100 {
+            for oid in [i, i + 100] {
+                let rec = two
+                    .read(&file, path, at[oid], len, Some(Oid(oid as u64)))
+                    .unwrap();
+                assert_eq!(Record::decode(rec).unwrap().oid, Oid(oid as u64));
+            }
+        }
+        assert_eq!(file.1.get(), 2, "one read per region");
+
+        file.1.set(0);
+        let mut one = RecordReader::new(window);
+        for i in 0..100 {
+            for oid in [i, i + 100] {
+                one.read(&file, path, at[oid], len, Some(Oid(oid as u64)))
+                    .unwrap();
+            }
+        }
+        assert_eq!(file.1.get(), 200, "a single window refills at every jump");
+    }
 
     #[test]
     fn deferred_syncs_follow_the_file_a_pack_swaps_in() {

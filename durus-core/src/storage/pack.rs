@@ -108,7 +108,9 @@ impl PackJob {
         let mut heap = BinaryHeap::new();
         let mut offsets: Vec<Option<u64>> = Vec::new();
         let mut written = shelf::BASE_BODY_OFFSET;
-        let mut reader = RecordReader::new(1 << 20);
+        // The base in oid order, and between its records those appended
+        // since the last pack: a window for each region, and spares.
+        let mut reader = RecordReader::with_windows(4, 1 << 20);
         let mut dangling = 0u64;
         if self.position(Oid::ROOT).is_some() {
             self.live.insert(Oid::ROOT);
