@@ -26,9 +26,14 @@
 //!   then does the same again on the same connection (`warm_read`, field
 //!   reads/s, three `read` calls per item as generated getters make them);
 //!   `warm_read_closure` reads the three fields in one `read` call.
+//! * `open`: `FileStorage::open` of the file `insert` left (unpacked: its
+//!   index is built by scanning every transaction), closed untimed.
 //! * `update`: 10% of the items, drawn by the same pseudo-random sequence as
 //!   Python, `value += 1`, a commit every 100, on a fresh copy of the file
 //!   and a fresh connection per repetition; fsync off, and `update_fsync`.
+//! * `pack`: on a fresh copy of the file, the update workload (untimed),
+//!   then `Connection::pack`; the last packed file is the input of
+//!   `open_packed`, which opens it as `open` does.
 //!
 //! The cache size is 2n + 10000, as in the reference, so nothing is ghosted.
 //! Every workload runs in its own child process (this executable again,
@@ -47,7 +52,9 @@ use durus_core::{BTree, Connection, FileStorage, PRef};
 use serde_json::{json, Value};
 
 use common::items::{items_of, store_items, Item, Items};
-use common::{file_len, merge_runs, peak_rss_kb, remove_db, summary, AnyResult, Args};
+use common::{
+    file_len, merge_runs, peak_rss_kb, rate_row, remove_db, summary, time_row, AnyResult, Args,
+};
 
 /// Items per commit while inserting.
 const COMMIT_EVERY: usize = 1000;
@@ -84,9 +91,12 @@ fn run() -> AnyResult<()> {
 const PLAN: &[(&str, usize)] = &[
     ("insert", 5),
     ("insert_fsync", 3),
+    ("open", 9),
     ("read", 5),
     ("update", 5),
     ("update_fsync", 3),
+    ("pack", 3),
+    ("open_packed", 9),
 ];
 
 /// Runs every selected workload in child processes and reports.
@@ -108,12 +118,18 @@ fn drive(args: &Args) -> AnyResult<()> {
                 .any(|o| o == name || name.starts_with(&format!("{o}_")))
         })
     };
-    // Everything but the fsync'd insert reads the file `insert` leaves.
+    // Everything but the fsync'd insert reads the file `insert` leaves;
+    // `open_packed` reads the one `pack` leaves.
     let needs_file = PLAN
         .iter()
         .any(|&(name, _)| !name.starts_with("insert") && selected(name));
+    let needed = |name: &str| match name {
+        "insert" => needs_file,
+        "pack" => selected("open_packed"),
+        _ => false,
+    };
     for &(name, reps) in PLAN {
-        if !(selected(name) || (name == "insert" && needs_file)) {
+        if !(selected(name) || needed(name)) {
             continue;
         }
         eprintln!("rust: {name} (n = {n}, {reps} reps)");
@@ -162,33 +178,6 @@ fn spawn(exe: &Path, name: &str, n: usize, reps: usize, dir: &Path) -> AnyResult
 
 // ---------------------------------------------------------------- helpers
 
-/// The result line (the schema of `benches/storage.rs`): raw seconds per
-/// repetition, and the rate `items / seconds` in `unit` (median, min, max).
-fn result(workload: &str, items: u64, unit: &str, secs: &[f64], rss: u64, extra: Value) -> Value {
-    let mut sorted = secs.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    let median = if sorted.len() % 2 == 1 {
-        sorted[mid]
-    } else {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
-    };
-    let rate = |s: f64| items as f64 / s;
-    json!({
-        "side": "rust",
-        "workload": workload,
-        "items": items,
-        "unit": unit,
-        "reps": secs.len(),
-        "secs": secs,
-        "median": rate(median),
-        "min": rate(sorted[sorted.len() - 1]),
-        "max": rate(sorted[0]),
-        "peak_rss_kb": rss,
-        "extra": extra,
-    })
-}
-
 /// A connection over the file at `path`, with the reference's cache size.
 fn connect(path: &Path, n: usize, fsync: bool) -> DurusResult<Connection> {
     let conn = Connection::new(FileStorage::options().fsync(fsync).open(path)?)?;
@@ -224,6 +213,9 @@ fn worker(name: &str, dir: &Path, n: usize, reps: usize) -> AnyResult<Vec<Value>
         "read" => read(&items, n),
         "update" => update(dir, &items, n, reps, false),
         "update_fsync" => update(dir, &items, n, reps, true),
+        "open" => open("open", &items, reps),
+        "pack" => pack(dir, &items, n, reps),
+        "open_packed" => open("open_packed", &dir.join("packed.durus"), reps),
         other => Err(format!("unknown workload {other:?}").into()),
     }
 }
@@ -269,7 +261,7 @@ fn insert(dir: &Path, n: usize, reps: usize, fsync: bool) -> AnyResult<Vec<Value
         std::fs::rename(&path, &items)?;
     }
     let name = if fsync { "insert_fsync" } else { "insert" };
-    Ok(vec![result(
+    Ok(vec![rate_row(
         name,
         n as u64,
         "objects/s",
@@ -365,7 +357,7 @@ fn read(path: &Path, n: usize) -> AnyResult<Vec<Value>> {
     let rss = peak_rss_kb();
     let fields = 3 * n as u64;
     Ok(vec![
-        result(
+        rate_row(
             "cold_read",
             n as u64,
             "objects/s",
@@ -373,7 +365,7 @@ fn read(path: &Path, n: usize) -> AnyResult<Vec<Value>> {
             rss,
             json!({ "open_secs": open_secs, "loads": loads, "file_bytes": file_len(path) }),
         ),
-        result(
+        rate_row(
             "warm_read",
             fields,
             "field reads/s",
@@ -381,7 +373,7 @@ fn read(path: &Path, n: usize) -> AnyResult<Vec<Value>> {
             rss,
             json!({ "passes": passes, "reads_per_item": 3 }),
         ),
-        result(
+        rate_row(
             "warm_read_closure",
             fields,
             "field reads/s",
@@ -406,14 +398,7 @@ fn update(dir: &Path, items: &Path, n: usize, reps: usize, fsync: bool) -> AnyRe
         let conn = connect(&work, n, fsync)?;
         let tree = items_of(&conn)?;
         let t = Instant::now();
-        for (j, &i) in ids.iter().enumerate() {
-            let item = tree.get(&(i as i64))?.ok_or("missing item")?;
-            item.write(|it| it.value += 1.0)?;
-            if (j + 1) % UPDATE_COMMIT_EVERY == 0 {
-                conn.commit()?;
-            }
-        }
-        conn.commit()?;
+        apply_updates(&conn, &tree, &ids)?;
         secs.push(t.elapsed().as_secs_f64());
         conn.abort();
         let first = ids[0];
@@ -427,12 +412,78 @@ fn update(dir: &Path, items: &Path, n: usize, reps: usize, fsync: bool) -> AnyRe
         remove_db(&work);
     }
     let name = if fsync { "update_fsync" } else { "update" };
-    Ok(vec![result(
+    Ok(vec![rate_row(
         name,
         k as u64,
         "objects/s",
         &secs,
         peak_rss_kb(),
         json!({ "file_bytes": size, "fsync": fsync, "commits": k.div_ceil(UPDATE_COMMIT_EVERY) }),
+    )])
+}
+
+/// `value += 1` on the items `ids`, a commit every 100.
+fn apply_updates(conn: &Connection, tree: &PRef<Items>, ids: &[usize]) -> AnyResult<()> {
+    for (j, &i) in ids.iter().enumerate() {
+        let item = tree.get(&(i as i64))?.ok_or("missing item")?;
+        item.write(|it| it.value += 1.0)?;
+        if (j + 1) % UPDATE_COMMIT_EVERY == 0 {
+            conn.commit()?;
+        }
+    }
+    conn.commit()?;
+    Ok(())
+}
+
+/// Opens the file at `path` `reps` times (closing it untimed), as Durus's
+/// `FileStorage(path)`: for an unpacked file the index is built by
+/// scanning every transaction.
+fn open(name: &str, path: &Path, reps: usize) -> AnyResult<Vec<Value>> {
+    let mut secs = Vec::with_capacity(reps);
+    let mut records = 0;
+    for _ in 0..reps {
+        let t = Instant::now();
+        let storage = FileStorage::options().fsync(false).open(path)?;
+        secs.push(t.elapsed().as_secs_f64());
+        records = black_box(storage).stats().records;
+    }
+    Ok(vec![time_row(
+        name,
+        records,
+        &secs,
+        peak_rss_kb(),
+        json!({ "file_bytes": file_len(path) }),
+    )])
+}
+
+/// On a fresh copy of `items.durus` per repetition, the update workload
+/// (untimed), then a pack; the last packed file stays as `packed.durus`.
+fn pack(dir: &Path, items: &Path, n: usize, reps: usize) -> AnyResult<Vec<Value>> {
+    let work = dir.join("pack.durus");
+    let ids = update_ids(n, n / UPDATE_DIVISOR);
+    let mut secs = Vec::with_capacity(reps);
+    let (mut before, mut after, mut records) = (0, 0, 0);
+    for _ in 0..reps {
+        remove_db(&work);
+        std::fs::copy(items, &work)?;
+        let conn = connect(&work, n, false)?;
+        apply_updates(&conn, &items_of(&conn)?, &ids)?;
+        before = file_len(&work);
+        let t = Instant::now();
+        let report = conn.pack()?;
+        secs.push(t.elapsed().as_secs_f64());
+        records = report.kept;
+        drop(conn);
+        after = file_len(&work);
+    }
+    let packed = dir.join("packed.durus");
+    remove_db(&packed);
+    std::fs::rename(&work, &packed)?;
+    Ok(vec![time_row(
+        "pack",
+        records,
+        &secs,
+        peak_rss_kb(),
+        json!({ "bytes_before": before, "bytes_after": after }),
     )])
 }
