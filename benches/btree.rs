@@ -4,9 +4,9 @@
 //! `BTree` with its default `BNode16` nodes).
 //!
 //! ```text
-//! cargo bench --bench btree                      # n = 1,000,000, a summary on stderr
+//! cargo bench --bench btree                      # n = 1,000,000, a table on stdout
 //! cargo bench --bench btree -- --quick           # n = 100,000
-//! cargo bench --bench btree -- --json            # also one JSON line per workload on stdout
+//! cargo bench --bench btree -- --json F.jsonl    # also one JSON line per workload in F.jsonl
 //! cargo bench --bench btree -- --only lookup     # (and what it needs: insert, pack)
 //! cargo bench --bench btree -- --node-sizes 16,32,64,128,256 [--quick]
 //! ```
@@ -61,7 +61,7 @@ use serde_json::{json, Value};
 use common::items::{items_of, store_items, Item, Items};
 use common::{
     bench_tmp_base, file_len, median, merge_runs, peak_rss_kb, rate_row, remove_db, run_worker,
-    summary, take_flag, time_row, AnyResult, Args,
+    summary, take_flag, time_row, AnyResult, Args, Sink,
 };
 
 /// Items per commit while inserting (the reference's `COMMIT_EVERY`).
@@ -142,13 +142,12 @@ fn drive(args: &Args, flags: &Flags) -> AnyResult<()> {
         .prefix("rust-btree-")
         .tempdir_in(&base)?;
     let default_size = PRef::new(Tree::new()).node_size()?;
-    let emit = |mut row: Value, requested: usize| {
+    let mut sink = Sink::new(args)?;
+    let mut emit = |mut row: Value, requested: usize| {
         let size = row["extra"]["node_size"].as_u64();
         row["extra"]["default"] = json!(requested == 0 || size == Some(default_size as u64));
-        if args.json {
-            println!("{row}");
-        }
-        eprintln!("  {}", line(&row));
+        let text = line(&row);
+        sink.emit(row, text)
     };
     match &flags.node_sizes {
         None => {
@@ -156,7 +155,7 @@ fn drive(args: &Args, flags: &Flags) -> AnyResult<()> {
             for (name, procs) in plan(reps) {
                 if wanted.contains(&name) {
                     for row in run_workload(name, procs, n, 0, flags.lookups, dir.path())? {
-                        emit(row, 0);
+                        emit(row, 0)?;
                     }
                 }
             }
@@ -173,12 +172,13 @@ fn drive(args: &Args, flags: &Flags) -> AnyResult<()> {
                     .chain([("insert_random", 1)]);
                 for (name, procs) in sweep {
                     for row in run_workload(name, procs, n, size, flags.lookups, dir.path())? {
-                        emit(row, size);
+                        emit(row, size)?;
                     }
                 }
             }
         }
     }
+    sink.finish();
     Ok(())
 }
 

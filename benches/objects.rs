@@ -5,9 +5,9 @@
 //! `../shared/interop/bench_durus.py`).
 //!
 //! ```text
-//! cargo bench --bench objects                  # every workload, a summary on stderr
+//! cargo bench --bench objects                  # every workload, a table on stdout
 //! cargo bench --bench objects -- --quick       # n = 10,000 instead of 100,000
-//! cargo bench --bench objects -- --json        # also one JSON line per workload on stdout
+//! cargo bench --bench objects -- --json F.jsonl # also one JSON line per workload in F.jsonl
 //! cargo bench --bench objects -- --only read,update
 //! ```
 //!
@@ -54,6 +54,7 @@ use serde_json::{json, Value};
 use common::items::{items_of, store_items, Item, Items};
 use common::{
     file_len, merge_runs, peak_rss_kb, rate_row, remove_db, summary, time_row, AnyResult, Args,
+    Sink,
 };
 
 /// Items per commit while inserting.
@@ -112,6 +113,7 @@ fn drive(args: &Args) -> AnyResult<()> {
         .prefix("rust-objects-")
         .tempdir_in(&base)?;
     let exe = std::env::current_exe()?;
+    let mut sink = Sink::new(args)?;
     let selected = |name: &str| {
         args.only.as_ref().is_none_or(|only| {
             only.iter()
@@ -144,12 +146,11 @@ fn drive(args: &Args) -> AnyResult<()> {
             spawn(&exe, name, n, reps, dir.path())?
         };
         for row in rows {
-            if args.json {
-                println!("{row}");
-            }
-            eprintln!("  {}", summary(&row));
+            let line = summary(&row);
+            sink.emit(row, line)?;
         }
     }
+    sink.finish();
     Ok(())
 }
 

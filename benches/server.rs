@@ -8,7 +8,7 @@
 //! cargo build --release --bin durus            # the server it runs
 //! cargo bench --bench server                   # every workload, a summary on stderr
 //! cargo bench --bench server -- --quick        # n = 10,000, 1,000 transactions per client
-//! cargo bench --bench server -- --json         # also one JSON line per workload on stdout
+//! cargo bench --bench server -- --json F.jsonl # also one JSON line per workload in F.jsonl
 //! cargo bench --bench server -- --only server_tx,loopback
 //! cargo bench --bench server -- --pin same     # server and clients on CPU 0 (cross: clients on 1)
 //! ```
@@ -66,7 +66,7 @@ use serde_json::{json, Value};
 use common::items::{items_of, store_items, Item, Items};
 use common::{
     bench_tmp_base, file_len, peak_rss_kb, proc_peak_rss_kb, rate_row, run_worker, summary,
-    take_flag, AnyResult, Args,
+    take_flag, AnyResult, Args, Sink,
 };
 
 /// Items per commit while populating.
@@ -215,6 +215,7 @@ fn drive(args: &Args, pin: Option<&str>) -> AnyResult<()> {
     let mut populated = false;
     // The no-fsync server serves everything but the fsync'd transactions.
     let mut server: Option<ServerProc> = None;
+    let mut sink = Sink::new(args)?;
     for &(name, reps) in PLAN {
         if !selected(name) {
             continue;
@@ -267,15 +268,14 @@ fn drive(args: &Args, pin: Option<&str>) -> AnyResult<()> {
             if !name.starts_with("loopback") {
                 row["extra"]["pin"] = json!(pin.unwrap_or("none"));
             }
-            if args.json {
-                println!("{row}");
-            }
-            eprintln!("  {}", summary(&row));
+            let line = summary(&row);
+            sink.emit(row, line)?;
         }
     }
     if let Some(mut s) = server.take() {
         s.stop()?;
     }
+    sink.finish();
     Ok(())
 }
 

@@ -6,7 +6,7 @@
 //! ```text
 //! cargo bench --bench storage                  # every workload, a table on stderr
 //! cargo bench --bench storage -- --quick       # sizes divided by 10
-//! cargo bench --bench storage -- --json        # also one JSON line per workload on stdout
+//! cargo bench --bench storage -- --json F.jsonl # also one JSON line per workload in F.jsonl
 //! cargo bench --bench storage -- --only append,pack
 //! ```
 //! Workloads (full sizes):
@@ -37,7 +37,7 @@ use durus_core::format::record;
 use durus_core::{FileStorage, Oid, Storage};
 use serde_json::{json, Value};
 
-use common::{file_len, peak_rss_kb, remove_db, AnyResult, Args};
+use common::{file_len, peak_rss_kb, remove_db, AnyResult, Args, Sink};
 
 /// Bytes of pseudo-random payload every record's data carries.
 const PAYLOAD: usize = 56;
@@ -104,7 +104,7 @@ fn drive(args: &Args) -> AnyResult<()> {
     let needs_tree = plan
         .iter()
         .any(|&(name, _, _)| name != "append" && name != "append_fsync" && selected(name));
-    let mut rows = Vec::new();
+    let mut sink = Sink::new(args)?;
     for &(name, n, reps) in &plan {
         if !(selected(name) || (name == "build" && needs_tree)) {
             continue;
@@ -123,14 +123,11 @@ fn drive(args: &Args) -> AnyResult<()> {
             )
             .into());
         }
-        let line = String::from_utf8(out.stdout)?;
-        let row: Value = serde_json::from_str(line.trim())?;
-        if args.json {
-            println!("{}", line.trim());
-        }
-        eprintln!("  {}", summary(&row));
-        rows.push(row);
+        let row: Value = serde_json::from_str(String::from_utf8(out.stdout)?.trim())?;
+        let line = summary(&row);
+        sink.emit(row, line)?;
     }
+    sink.finish();
     Ok(())
 }
 

@@ -12,7 +12,8 @@ pub type AnyResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 #[derive(Debug, Default)]
 pub struct Args {
     pub quick: bool,
-    pub json: bool,
+    /// `--json PATH`: where the driver writes one JSON line per result.
+    pub json: Option<PathBuf>,
     pub tmp: Option<PathBuf>,
     pub only: Option<Vec<String>>,
     pub worker: Option<String>,
@@ -29,7 +30,7 @@ impl Args {
             match arg.as_str() {
                 "--bench" => {} // added by `cargo bench`
                 "--quick" => args.quick = true,
-                "--json" => args.json = true,
+                "--json" => args.json = Some(value("--json")?.into()),
                 "--tmp" => args.tmp = Some(value("--tmp")?.into()),
                 "--only" => {
                     args.only = Some(value("--only")?.split(',').map(str::to_owned).collect())
@@ -266,4 +267,64 @@ pub fn merge_runs(runs: &[Vec<serde_json::Value>]) -> AnyResult<Vec<serde_json::
         });
     }
     Ok(merged)
+}
+
+/// Where a driver's result rows go: a summary line on stderr as each
+/// arrives, a JSON line to `--json PATH`, and at the end a table on
+/// stdout.
+pub struct Sink {
+    json: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
+    rows: Vec<(serde_json::Value, String)>,
+}
+
+impl Sink {
+    pub fn new(args: &Args) -> AnyResult<Sink> {
+        let json = match &args.json {
+            Some(path) => {
+                let file = std::fs::File::create(path)
+                    .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+                Some((path.clone(), std::io::BufWriter::new(file)))
+            }
+            None => None,
+        };
+        Ok(Sink {
+            json,
+            rows: Vec::new(),
+        })
+    }
+
+    /// Reports `row`, described by `line` on stderr (and in the table).
+    pub fn emit(&mut self, row: serde_json::Value, line: String) -> AnyResult<()> {
+        use std::io::Write;
+        eprintln!("  {line}");
+        if let Some((path, out)) = &mut self.json {
+            writeln!(out, "{row}")
+                .and_then(|()| out.flush())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        self.rows.push((row, line));
+        Ok(())
+    }
+
+    /// Prints the table of every row: median and spread (min–max over the
+    /// repetitions), repetitions, peak RSS.
+    pub fn finish(self) {
+        let f = |row: &serde_json::Value, k: &str| row[k].as_f64().unwrap_or(f64::NAN);
+        println!("| workload | n | unit | median | min–max | reps | peak RSS |");
+        println!("| --- | ---: | --- | ---: | ---: | ---: | ---: |");
+        for (row, _) in &self.rows {
+            let unit = row["unit"].as_str().unwrap_or("");
+            let digits = if unit == "ms" { 3 } else { 0 };
+            println!(
+                "| {} | {} | {unit} | {:.digits$} | {:.digits$}–{:.digits$} | {} | {:.1} MiB |",
+                row["workload"].as_str().unwrap_or("?"),
+                row["items"],
+                f(row, "median"),
+                f(row, "min"),
+                f(row, "max"),
+                row["reps"],
+                f(row, "peak_rss_kb") / 1024.0,
+            );
+        }
+    }
 }
