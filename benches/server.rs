@@ -65,7 +65,7 @@ use serde_json::{json, Value};
 
 use common::items::{items_of, store_items, Item, Items};
 use common::{
-    bench_tmp_base, file_len, peak_rss_kb, proc_peak_rss_kb, rate_row, run_worker, summary,
+    bench_tmp_base, cpu_secs, file_len, peak_rss_kb, proc_peak_rss_kb, rate_row, run_worker, summary,
     take_flag, AnyResult, Args, Sink,
 };
 
@@ -384,6 +384,9 @@ impl ServerProc {
         if !fsync {
             cmd.arg("--no-fsync");
         }
+        if let Ok(us) = std::env::var("BENCH_SPIN_US") {
+            cmd.args(["--spin", &us]);
+        }
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -522,7 +525,11 @@ fn server_tx(
 ) -> AnyResult<Value> {
     let mut secs = Vec::with_capacity(reps);
     let mut client_rss = 0;
+    // CPU time of the clients and the server over every repetition.
+    let mut cpu = 0.0;
+    let server_pid = server.child.id().to_string();
     for _ in 0..reps {
+        let server_cpu = cpu_secs(&server_pid)?;
         let mut clients = Vec::with_capacity(k);
         for idx in 0..k {
             let mut args = worker_args(n, 1, Path::new("."));
@@ -559,9 +566,15 @@ fn server_tx(
             start = start.min(r["t0"].as_f64().ok_or("no t0")?);
             end = end.max(r["t1"].as_f64().ok_or("no t1")?);
             client_rss = client_rss.max(r["peak_rss_kb"].as_u64().unwrap_or(0));
+            cpu += r["cpu_secs"].as_f64().ok_or("no cpu_secs")?;
         }
         secs.push(end - start);
+        cpu += cpu_secs(&server_pid)? - server_cpu;
     }
+    // The most transactions the CPUs could do at this CPU cost each (the
+    // server's CPU covers its idle polling too: an upper bound on cost).
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu_per_tx = cpu / (reps * k * tx) as f64;
     let fsync = name == "server_tx_fsync";
     Ok(rate_row(
         &format!("{name}_{k}"),
@@ -575,6 +588,9 @@ fn server_tx(
             "fsync": fsync,
             "client_peak_rss_kb": client_rss,
             "rss": "server",
+            "cpus": cpus,
+            "cpu_us_per_tx": cpu_per_tx * 1e6,
+            "cpu_bound_tx_s": cpus as f64 / cpu_per_tx,
         }),
     ))
 }
@@ -703,7 +719,11 @@ fn populate(path: &Path, n: usize) -> AnyResult<Vec<Value>> {
 
 /// One `server_tx` client: its own item, `tx` commits of `value += 1`.
 fn tx_client(address: &str, n: usize, flags: &WorkerFlags) -> AnyResult<Vec<Value>> {
-    let conn = Connection::new(ClientStorage::connect(address)?)?;
+    let mut storage = ClientStorage::connect(address)?;
+    if let Ok(us) = std::env::var("BENCH_SPIN_US") {
+        storage.set_spin(Duration::from_micros(us.parse()?))?;
+    }
+    let conn = Connection::new(storage)?;
     conn.set_cache_size(10_000);
     let id = flags.idx * (n / flags.clients.max(1)).max(1);
     let item = items_of(&conn)?.get(&(id as i64))?.ok_or("missing item")?;
@@ -712,12 +732,14 @@ fn tx_client(address: &str, n: usize, flags: &WorkerFlags) -> AnyResult<Vec<Valu
     std::io::stdout().flush()?;
     let mut go = String::new();
     std::io::stdin().read_line(&mut go)?;
+    let cpu0 = cpu_secs("self")?;
     let t0 = wall_clock();
     for _ in 0..flags.tx {
         item.write(|it| it.value += 1.0)?;
         conn.commit()?;
     }
     let t1 = wall_clock();
+    let cpu = cpu_secs("self")? - cpu0;
     conn.abort();
     let value = item.read(|it| it.value)?;
     if value != start_value + flags.tx as f64 {
@@ -730,6 +752,7 @@ fn tx_client(address: &str, n: usize, flags: &WorkerFlags) -> AnyResult<Vec<Valu
     Ok(vec![json!({
         "t0": t0,
         "t1": t1,
+        "cpu_secs": cpu,
         "tx": flags.tx,
         "peak_rss_kb": peak_rss_kb(),
     })])

@@ -158,6 +158,25 @@ pub fn proc_peak_rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system, every thread) a process has used so far, in
+/// seconds: `pid` is a number or `self`. From /proc/PID/stat, in clock
+/// ticks of 10 ms (USER_HZ is 100 on Linux).
+#[allow(dead_code)]
+pub fn cpu_secs(pid: &str) -> AnyResult<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which may hold spaces: state is the
+    // 3rd field of the line, utime the 14th and stime the 15th.
+    let rest = stat
+        .rsplit_once(')')
+        .ok_or("no command name in /proc stat")?
+        .1;
+    let field = |i: usize| -> AnyResult<f64> {
+        let v = rest.split_whitespace().nth(i).ok_or("short /proc stat")?;
+        Ok(v.parse::<f64>()? / 100.0)
+    };
+    Ok(field(11)? + field(12)?)
+}
+
 /// Runs this executable again as `--worker NAME ARGS...` and parses the
 /// JSON lines it prints (lines starting with `{`).
 #[allow(dead_code)]
