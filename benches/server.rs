@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo build --release --bin durus            # the server it runs
-//! cargo bench --bench server                   # every workload, a summary on stderr
+//! cargo bench --bench server                   # every workload, a table on stdout
 //! cargo bench --bench server -- --quick        # n = 10,000, 1,000 transactions per client
 //! cargo bench --bench server -- --json F.jsonl # also one JSON line per workload in F.jsonl
 //! cargo bench --bench server -- --only server_tx,loopback
@@ -29,6 +29,9 @@
 //!   `--quick` 1,000). Rate: K * T over the time from the first client's
 //!   start to the last client's end (wall clock, shared by the processes).
 //!   Server with `--no-fsync` (Python Durus never fsyncs a commit).
+//!   Also reported: the CPU time (user + system, /proc/PID/stat) the
+//!   clients and the server used per transaction, and the throughput that
+//!   cost allows on this machine's CPUs (the bound once they are all busy).
 //! * `server_tx_fsync_K`: the same against a server with fsync'd commits
 //!   (the default), T / 5 transactions per client.
 //! * `server_load`: a fresh client process cold-loads every item through
@@ -48,6 +51,9 @@
 //!
 //! `--pin same|cross` pins the server (`taskset -c 0`) and the clients
 //! (`taskset -p` on themselves, to CPU 0 or 1); unpinned without it.
+//! `BENCH_SPIN_US=N` sets how long the server and the transaction clients
+//! poll for an answer before sleeping (`durus serve --spin`,
+//! `ClientStorage::set_spin`; default 200 µs, 0 sleeps at once).
 
 mod common;
 
@@ -65,8 +71,8 @@ use serde_json::{json, Value};
 
 use common::items::{items_of, store_items, Item, Items};
 use common::{
-    bench_tmp_base, cpu_secs, file_len, peak_rss_kb, proc_peak_rss_kb, rate_row, run_worker, summary,
-    take_flag, AnyResult, Args, Sink,
+    bench_tmp_base, cpu_secs, file_len, peak_rss_kb, proc_peak_rss_kb, rate_row, run_worker,
+    summary, take_flag, AnyResult, Args, Sink,
 };
 
 /// Items per commit while populating.

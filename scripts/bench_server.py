@@ -298,6 +298,23 @@ def report(rust_path, durus_path):
                              "on one CPU" if pin == "same" else
                              "across CPUs with both ends spinning",
                              rtt, ", ".join(ceilings)))
+    # With every CPU busy, the CPU one transaction costs (clients and
+    # server together, waiting spins included) bounds the throughput.
+    cpu = ["%s: %.1f µs CPU per transaction on %d CPUs, bound %s tx/s, "
+           "measured %.0f%% of it%s" % (
+               key, row["extra"]["cpu_us_per_tx"], row["extra"]["cpus"],
+               "{:,.0f}".format(row["extra"]["cpu_bound_tx_s"]),
+               100 * row["median"] / row["extra"]["cpu_bound_tx_s"],
+               "" if key not in durus else
+               " (%.0f× Durus needs %s tx/s: at most %.1f µs per transaction)" % (
+                   10, "{:,.0f}".format(10 * durus[key]["median"]),
+                   row["extra"]["cpus"] * 1e6 / (10 * durus[key]["median"]))
+               if key == "server_tx_4" else "")
+           for key in ("server_tx_1", "server_tx_4")
+           for row in [rust.get(key)] if row and "cpu_us_per_tx" in row["extra"]]
+    if cpu:
+        notes.append("CPU per transaction (clients + server, /proc/PID/stat): "
+                     + "; ".join(cpu) + ".")
     bulk = rust.get("server_load_bulk")
     if bulk and "walk_secs" in bulk["extra"]:
         walk = sorted(bulk["extra"]["walk_secs"])
