@@ -446,7 +446,7 @@ fn open(name: &str, path: &Path, reps: usize) -> AnyResult<Vec<Value>> {
         let t = Instant::now();
         let storage = FileStorage::options().fsync(false).open(path)?;
         secs.push(t.elapsed().as_secs_f64());
-        records = black_box(storage).stats().records;
+        records = black_box(storage).stats()?.records;
     }
     Ok(vec![time_row(
         name,

@@ -39,7 +39,7 @@ fn main() -> durus::Result<()> {
         &data("tour.Root", "people"),
         &[alice],
     )?])?;
-    println!("before pack: {:?}", storage.stats());
+    println!("before pack: {:?}", storage.stats()?);
     let report = storage.pack()?;
     println!("pack kept {} and removed {:?}", report.kept, report.removed);
     drop(storage);

@@ -812,7 +812,11 @@ fn python_file_with_an_empty_transaction_opens_in_rust() {
         .readonly(true)
         .open(sc.path())
         .unwrap();
-    assert_eq!(storage.stats().transactions, 4, "root, x, the empty one, y");
+    assert_eq!(
+        storage.stats().unwrap().transactions,
+        4,
+        "root, x, the empty one, y"
+    );
 }
 
 // ----------------------------- Rust replaying what Durus did, byte for byte
@@ -1020,7 +1024,7 @@ fn rust_written_pickle_database_loads_and_packs_in_python_durus() {
     );
     let ours = all_records(&mut storage);
     let reachable = walk_set(&mut storage);
-    let transactions = storage.stats().transactions;
+    let transactions = storage.stats().unwrap().transactions;
     drop(storage);
     assert_record_maps_equal(
         &ours,

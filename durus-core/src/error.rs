@@ -136,6 +136,19 @@ impl Error {
         }
     }
 
+    /// Fills in the path of a [`Error::Corrupt`] raised by the format
+    /// layer, which knows offsets but not files.
+    pub(crate) fn in_file(self, path: &std::path::Path) -> Self {
+        match self {
+            Error::Corrupt { offset, detail, .. } => Error::Corrupt {
+                path: path.into(),
+                offset,
+                detail,
+            },
+            other => other,
+        }
+    }
+
     pub(crate) fn malformed(oid: Option<Oid>, detail: impl Into<String>) -> Self {
         Error::MalformedRecord {
             oid,

@@ -302,7 +302,7 @@ fn storing_an_oid_twice_in_one_commit_keeps_the_last_record() {
     drop(s);
     let mut s = FileStorage::open(&path).unwrap();
     assert_eq!(s.load(Oid(0)).unwrap(), rec(0, "second", &[]));
-    assert_eq!(s.stats().transactions, 1);
+    assert_eq!(s.stats().unwrap().transactions, 1);
 }
 
 #[test]
@@ -318,12 +318,12 @@ fn later_transactions_win_and_survive_reopen() {
     let mut s = FileStorage::open(&path).unwrap();
     assert_eq!(s.load(Oid(0)).unwrap(), rec(0, "root v3", &[1]));
     assert_eq!(s.load(Oid(1)).unwrap(), rec(1, "one v2", &[]));
-    let stats = s.stats();
+    let stats = s.stats().unwrap();
     assert_eq!((stats.records, stats.transactions), (2, 3));
     assert_eq!(stats.oid_range, Some((Oid(0), Oid(1))));
     // After a pack the base holds both and no transactions follow.
     s.pack().unwrap();
-    let stats = s.stats();
+    let stats = s.stats().unwrap();
     assert_eq!(
         (stats.records, stats.base_records, stats.transactions),
         (2, 2, 0)

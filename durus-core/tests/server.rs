@@ -506,7 +506,7 @@ fn a_client_process_killed_mid_commit_writes_nothing_and_the_others_go_on() {
         rec(Oid(1), "after the kill", &[])
     );
     assert_eq!(
-        file.stats().transactions,
+        file.stats().unwrap().transactions,
         2,
         "the killed commit left no transaction"
     );

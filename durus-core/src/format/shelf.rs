@@ -57,53 +57,43 @@ fn bytes_needed(value: u64) -> u64 {
     (8 - (value.leading_zeros() / 8) as u64).max(1)
 }
 
-/// The persisted oid → offset index of the base transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OffsetMap {
+/// Decodes one offset-map word: W big-endian bytes (W = `bytes.len()`,
+/// 1..=8). `None` for a blank word (all bytes `0xFF`), which holds nothing.
+pub fn decode_word(bytes: &[u8]) -> Option<u64> {
+    if bytes.iter().all(|&b| b == 0xFF) {
+        return None;
+    }
+    Some(bytes.iter().fold(0u64, |acc, &b| (acc << 8) | b as u64))
+}
+
+/// Word `j` of `words`, a run of W-byte words: `None` when it is blank or
+/// lies outside `words`.
+pub fn word_in(words: &[u8], width: u64, j: u64) -> Option<u64> {
+    let at = usize::try_from(j.checked_mul(width)?).ok()?;
+    let bytes = words.get(at..at.checked_add(width as usize)?)?;
+    decode_word(bytes)
+}
+
+/// The offset map's header: where the map is (S), its word width (W) and
+/// word count (N). It says what every word means; the words themselves are
+/// held by an [`OffsetMap`] (all of them, in memory) or read from the file
+/// as needed by the storage layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapHeader {
     /// S: where the map starts in the file (= 16 + T0).
     start: u64,
-    /// W: bytes per word.
+    /// W: bytes per word, 1..=8.
     width: u64,
     /// N: number of words (max base oid + 2, or 0 for an empty base).
     count: u64,
-    /// The N words, W bytes each, as stored.
-    words: Vec<u8>,
 }
 
-impl OffsetMap {
-    /// Builds the map for a base transaction whose map starts at `start`,
-    /// from `offsets[oid]` (`None` for absent oids), stitching the hole
-    /// chain as Durus does: each hole links to the previous hole, the
-    /// lowest to N-1.
-    pub fn build(start: u64, offsets: &[Option<u64>]) -> OffsetMap {
-        let last_present = offsets.iter().rposition(Option::is_some);
-        let count = last_present.map_or(0, |m| m as u64 + 2);
-        let width = bytes_needed(start + count + 1);
-        let mut map = OffsetMap {
-            start,
-            width,
-            count,
-            words: vec![0; (width * count) as usize],
-        };
-        let mut last = count.saturating_sub(1);
-        for i in 0..count {
-            let value = match offsets.get(i as usize).copied().flatten() {
-                Some(offset) => offset,
-                None => {
-                    let link = start + last;
-                    last = i;
-                    link
-                }
-            };
-            map.set_word(i, value);
-        }
-        map
-    }
-
-    /// Parses the map header at `start` from `header` (24 bytes) and takes
-    /// the words; `words` must hold exactly W * N bytes. `file_len`
-    /// bounds the header's claims before anything is allocated.
-    pub fn parse_header(start: u64, header: &[u8; 24], file_len: u64) -> Result<(u64, u64, u64)> {
+impl MapHeader {
+    /// Parses the 24-byte map header found at `start`, checking that W is
+    /// 1..=8, that its byte count agrees with W * N, and that the words fit
+    /// in a file of `file_len` bytes (so nothing is allocated on the word
+    /// of a damaged header).
+    pub fn parse(start: u64, header: &[u8; 24], file_len: u64) -> Result<MapHeader> {
         let corrupt = |detail: String| Error::Corrupt {
             path: Default::default(),
             offset: start,
@@ -125,22 +115,30 @@ impl OffsetMap {
                     "offset map size {bytes} does not match {count} words of {width} bytes"
                 ))
             })?;
-        if start + MAP_HEADER_LEN + words_len > file_len {
+        let end = start
+            .checked_add(MAP_HEADER_LEN)
+            .and_then(|s| s.checked_add(words_len));
+        if end.is_none_or(|end| end > file_len) {
             return Err(corrupt(format!(
                 "offset map of {words_len} bytes runs past the end of the file ({file_len} bytes)"
             )));
         }
-        Ok((width, count, words_len))
-    }
-
-    /// A map read from a file: `words` are the W * N bytes after the header.
-    pub fn from_parts(start: u64, width: u64, count: u64, words: Vec<u8>) -> OffsetMap {
-        debug_assert_eq!(words.len() as u64, width * count);
-        OffsetMap {
+        Ok(MapHeader {
             start,
             width,
             count,
-            words,
+        })
+    }
+
+    /// The header of the map [`OffsetMap::build`] makes for a base whose
+    /// map starts at `start` and whose highest oid is `max_oid`: N =
+    /// max + 2 (0 for an empty base), and W the bytes needed for S + N + 1.
+    fn for_max_oid(start: u64, max_oid: Option<u64>) -> MapHeader {
+        let count = max_oid.map_or(0, |m| m + 2);
+        MapHeader {
+            start,
+            width: bytes_needed(start + count + 1),
+            count,
         }
     }
 
@@ -149,57 +147,68 @@ impl OffsetMap {
         self.start
     }
 
-    /// N, the number of words.
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
     /// W, the bytes per word.
     pub fn width(&self) -> u64 {
         self.width
     }
 
+    /// N, the number of words.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// File offset of the first word.
+    pub fn words_offset(&self) -> u64 {
+        self.start + MAP_HEADER_LEN
+    }
+
+    /// W * N, the bytes of all the words.
+    pub fn words_len(&self) -> u64 {
+        self.width * self.count
+    }
+
+    /// Where the map ends in the file: the first transaction after the
+    /// base starts here.
+    pub fn end(&self) -> u64 {
+        self.words_offset() + self.words_len()
+    }
+
     /// The map's total size on disk, header included.
     pub fn encoded_len(&self) -> u64 {
-        MAP_HEADER_LEN + self.words.len() as u64
+        MAP_HEADER_LEN + self.words_len()
     }
 
-    /// Offset of the base shelf record for `oid`, if the base holds it.
-    pub fn get(&self, oid: Oid) -> Option<u64> {
-        let value = self.word(oid.0)?;
-        (value < self.start).then_some(value)
+    /// File offset of word `i`.
+    pub fn word_offset(&self, i: u64) -> u64 {
+        self.words_offset() + i * self.width
     }
 
-    /// The raw word for index i (None when out of range or blank).
-    fn word(&self, i: u64) -> Option<u64> {
-        if i >= self.count {
-            return None;
-        }
-        let w = self.width as usize;
-        let at = i as usize * w;
-        let bytes = &self.words[at..at + w];
-        if bytes.iter().all(|&b| b == 0xFF) {
-            return None;
-        }
-        Some(bytes.iter().fold(0u64, |acc, &b| (acc << 8) | b as u64))
+    /// What word `i`'s (decoded) value says about oid `i`: the offset of
+    /// its base shelf record when the value is below S; `None` for a hole
+    /// or a blank word.
+    pub fn record_offset(&self, value: Option<u64>) -> Option<u64> {
+        value.filter(|&v| v < self.start)
     }
 
-    fn set_word(&mut self, i: u64, value: u64) {
-        let w = self.width as usize;
-        let at = i as usize * w;
-        let be = value.to_be_bytes();
-        self.words[at..at + w].copy_from_slice(&be[8 - w..]);
-    }
-
-    /// Oids present in the base, ascending, with their offsets.
-    pub fn entries(&self) -> impl Iterator<Item = (Oid, u64)> + '_ {
-        (0..self.count).filter_map(|i| self.get(Oid(i)).map(|off| (Oid(i), off)))
+    /// Oids present in the base, ascending from `first`, with their
+    /// offsets: `words` holds the words from index `first` on.
+    pub fn entries_in<'a>(
+        &'a self,
+        first: u64,
+        words: &'a [u8],
+    ) -> impl Iterator<Item = (Oid, u64)> + 'a {
+        let n = (words.len() as u64 / self.width).min(self.count.saturating_sub(first));
+        (0..n).filter_map(move |j| {
+            self.record_offset(word_in(words, self.width, j))
+                .map(|off| (Oid(first + j), off))
+        })
     }
 
     /// The hole chain in Durus's `gen_holes` order: descending from the
-    /// highest hole below N-1, then N-1 itself. A chain link that is not a
-    /// hole, or a cycle that does not return to N-1, is corruption.
-    pub fn holes(&self) -> Result<Vec<Oid>> {
+    /// highest hole below N-1, then N-1 itself; `word(i)` gives word i's
+    /// value (`None` when blank). A chain link that is not a hole, or a
+    /// cycle that does not return to N-1, is corruption.
+    pub fn holes(&self, mut word: impl FnMut(u64) -> Result<Option<u64>>) -> Result<Vec<Oid>> {
         let mut holes = Vec::new();
         if self.count == 0 {
             return Ok(holes);
@@ -207,12 +216,12 @@ impl OffsetMap {
         let top = self.count - 1;
         let mut cur = top;
         loop {
-            let link = match self.word(cur) {
+            let link = match word(cur)? {
                 Some(v) if v >= self.start && v - self.start < self.count => v - self.start,
                 other => {
                     return Err(Error::Corrupt {
                         path: Default::default(),
-                        offset: self.start + MAP_HEADER_LEN + cur * self.width,
+                        offset: self.word_offset(cur),
                         detail: format!("offset map word {cur} = {other:?} breaks the hole chain"),
                     })
                 }
@@ -232,11 +241,115 @@ impl OffsetMap {
         }
     }
 
-    /// Appends the map (header and words) to `out`.
+    /// Appends the 24-byte header (bytes, W, N) to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&(16 + self.words.len() as u64).to_be_bytes());
+        out.extend_from_slice(&(16 + self.words_len()).to_be_bytes());
         out.extend_from_slice(&self.width.to_be_bytes());
         out.extend_from_slice(&self.count.to_be_bytes());
+    }
+}
+
+/// The whole offset map in memory: what a pack builds and writes. (An
+/// opened file's map is read from the file by pages as lookups need them:
+/// `storage::base_map`.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetMap {
+    header: MapHeader,
+    /// The N words, W bytes each, as stored.
+    words: Vec<u8>,
+}
+
+impl OffsetMap {
+    /// Builds the map for a base transaction whose map starts at `start`,
+    /// from `offsets[oid]` (`None` for absent oids), stitching the hole
+    /// chain as Durus does: each hole links to the previous hole, the
+    /// lowest to N-1.
+    pub fn build(start: u64, offsets: &[Option<u64>]) -> OffsetMap {
+        let last_present = offsets.iter().rposition(Option::is_some);
+        let header = MapHeader::for_max_oid(start, last_present.map(|m| m as u64));
+        let mut map = OffsetMap {
+            header,
+            words: vec![0; header.words_len() as usize],
+        };
+        let mut last = header.count.saturating_sub(1);
+        for i in 0..header.count {
+            let value = match offsets.get(i as usize).copied().flatten() {
+                Some(offset) => offset,
+                None => {
+                    let link = start + last;
+                    last = i;
+                    link
+                }
+            };
+            map.set_word(i, value);
+        }
+        map
+    }
+
+    /// The map's header.
+    pub fn header(&self) -> &MapHeader {
+        &self.header
+    }
+
+    /// Splits the map into its header and its W * N bytes of words.
+    pub fn into_parts(self) -> (MapHeader, Vec<u8>) {
+        (self.header, self.words)
+    }
+
+    /// S, the map's file offset (also the end of the base transaction).
+    pub fn start(&self) -> u64 {
+        self.header.start
+    }
+
+    /// N, the number of words.
+    pub fn count(&self) -> u64 {
+        self.header.count
+    }
+
+    /// W, the bytes per word.
+    pub fn width(&self) -> u64 {
+        self.header.width
+    }
+
+    /// The map's total size on disk, header included.
+    pub fn encoded_len(&self) -> u64 {
+        self.header.encoded_len()
+    }
+
+    /// Offset of the base shelf record for `oid`, if the base holds it.
+    pub fn get(&self, oid: Oid) -> Option<u64> {
+        self.header.record_offset(self.word(oid.0))
+    }
+
+    /// The raw word for index i (None when out of range or blank).
+    fn word(&self, i: u64) -> Option<u64> {
+        if i >= self.header.count {
+            return None;
+        }
+        word_in(&self.words, self.header.width, i)
+    }
+
+    fn set_word(&mut self, i: u64, value: u64) {
+        let w = self.header.width as usize;
+        let at = i as usize * w;
+        let be = value.to_be_bytes();
+        self.words[at..at + w].copy_from_slice(&be[8 - w..]);
+    }
+
+    /// Oids present in the base, ascending, with their offsets.
+    pub fn entries(&self) -> impl Iterator<Item = (Oid, u64)> + '_ {
+        self.header.entries_in(0, &self.words)
+    }
+
+    /// The hole chain in Durus's `gen_holes` order (see
+    /// [`MapHeader::holes`]).
+    pub fn holes(&self) -> Result<Vec<Oid>> {
+        self.header.holes(|i| Ok(self.word(i)))
+    }
+
+    /// Appends the map (header and words) to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        self.header.encode_into(out);
         out.extend_from_slice(&self.words);
     }
 }
@@ -296,6 +409,20 @@ mod tests {
     }
 
     #[test]
+    fn words_decode_big_endian_and_blank_or_missing_words_are_absent() {
+        assert_eq!(decode_word(&[0x01, 0x1D]), Some(285));
+        assert_eq!(decode_word(&[0xFF, 0xFE]), Some(0xFFFE));
+        assert_eq!(decode_word(&[0xFF, 0xFF]), None);
+        let words = [0x00, 0x10, 0x00, 0xC4, 0x01];
+        assert_eq!(word_in(&words, 2, 0), Some(16));
+        assert_eq!(word_in(&words, 2, 1), Some(196));
+        // Word 2 would need a byte past the slice; word 2^62 an offset
+        // past u64.
+        assert_eq!(word_in(&words, 2, 2), None);
+        assert_eq!(word_in(&words, 8, 1 << 62), None);
+    }
+
+    #[test]
     fn broken_hole_chain_is_corruption_not_a_loop() {
         let mut map = OffsetMap::build(100, &[Some(16), None, Some(40)]);
         map.set_word(3, 16); // N-1 must be a hole: point it at a record
@@ -311,9 +438,11 @@ mod tests {
         header[0..8].copy_from_slice(&(16u64 + 2 * 1_000_000).to_be_bytes());
         header[8..16].copy_from_slice(&2u64.to_be_bytes());
         header[16..24].copy_from_slice(&1_000_000u64.to_be_bytes());
-        assert!(OffsetMap::parse_header(16, &header, 100).is_err());
-        assert!(OffsetMap::parse_header(16, &header, 3_000_000).is_ok());
+        assert!(MapHeader::parse(16, &header, 100).is_err());
+        let parsed = MapHeader::parse(16, &header, 3_000_000).unwrap();
+        assert_eq!((parsed.width(), parsed.count()), (2, 1_000_000));
+        assert_eq!(parsed.end(), 16 + 24 + 2_000_000);
         header[8..16].copy_from_slice(&9u64.to_be_bytes());
-        assert!(OffsetMap::parse_header(16, &header, 3_000_000).is_err());
+        assert!(MapHeader::parse(16, &header, 3_000_000).is_err());
     }
 }

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::error::{Error, Result};
-use crate::format::shelf::{self, OffsetMap, MAP_HEADER_LEN, MIN_SHELF_RECORD_LEN};
+use crate::format::shelf::{self, MapHeader, OffsetMap, MAP_HEADER_LEN, MIN_SHELF_RECORD_LEN};
 use crate::format::{record, Oid, Record};
+use crate::storage::base_map::BaseMap;
 use crate::storage::file_io::FileIo;
 use crate::storage::oid_map::{OidMap, OidSet};
 use crate::storage::{PackJob, PackReport, RecordIter, Storage, Syncer};
@@ -130,18 +131,20 @@ struct OidAllocator {
 }
 
 impl OidAllocator {
-    fn new(map: &OffsetMap) -> Self {
+    /// An allocator for a base whose offset map has `count` words.
+    fn new(count: u64) -> Self {
         OidAllocator {
             holes: None,
             next_hole: 0,
-            next_fresh: map.count(),
+            next_fresh: count,
         }
     }
 
-    fn next(&mut self, map: &OffsetMap) -> Result<Oid> {
+    /// The next candidate; `holes` reads the map's hole chain (once).
+    fn next(&mut self, holes: impl FnOnce() -> Result<Vec<Oid>>) -> Result<Oid> {
         let holes = match &mut self.holes {
             Some(h) => h,
-            none => none.insert(map.holes()?),
+            none => none.insert(holes()?),
         };
         if let Some(&oid) = holes.get(self.next_hole) {
             self.next_hole += 1;
@@ -172,7 +175,9 @@ pub struct FileStorage {
     pub(super) file: Box<dyn FileIo>,
     readonly: bool,
     fsync: bool,
-    pub(super) map: OffsetMap,
+    /// The base's offset map, read from `file` as lookups need it (shared
+    /// with a pack in progress, which reads the same bytes).
+    pub(super) map: Arc<BaseMap>,
     /// Shelf-record offsets of records appended after the base.
     pub(super) index: OidMap,
     /// Where the next transaction goes.
@@ -234,7 +239,7 @@ impl FileStorage {
             lock(&file, path)?;
             file
         };
-        let len = FileIo::size(&file).map_err(|e| io_err("cannot stat", e))?;
+        let mut len = FileIo::size(&file).map_err(|e| io_err("cannot stat", e))?;
         if len == 0 {
             if opts.readonly || !opts.create {
                 return Err(Error::NotAShelf {
@@ -242,11 +247,13 @@ impl FileStorage {
                     detail: "the file is empty (a read-write open initialises it)".into(),
                 });
             }
-            file.write_all_at(&shelf::empty_file(), 0)
+            let empty = shelf::empty_file();
+            file.write_all_at(&empty, 0)
                 .and_then(|()| file.sync_data())
                 .map_err(|e| io_err("cannot initialise", e))?;
+            len = empty.len() as u64;
         }
-        Self::from_file(path.into(), Box::new(file), opts)
+        Self::from_file_of_len(path.into(), Box::new(file), opts, len)
     }
 
     /// Opens a storage over any [`FileIo`] (a test's faulty disk, say); the
@@ -254,10 +261,24 @@ impl FileStorage {
     /// for the pack's sibling files.
     pub fn from_file(
         path: PathBuf,
-        mut file: Box<dyn FileIo>,
+        file: Box<dyn FileIo>,
         opts: FileStorageOptions,
     ) -> Result<FileStorage> {
-        let layout = Layout::read(&*file, &path)?;
+        let len = file
+            .size()
+            .map_err(|e| Error::io(format!("cannot stat {}", path.display()), e))?;
+        Self::from_file_of_len(path, file, opts, len)
+    }
+
+    /// [`from_file`](Self::from_file) for a file known to be `file_len`
+    /// bytes long.
+    fn from_file_of_len(
+        path: PathBuf,
+        mut file: Box<dyn FileIo>,
+        opts: FileStorageOptions,
+        file_len: u64,
+    ) -> Result<FileStorage> {
+        let layout = Layout::read(&*file, &path, file_len)?;
         let (index, transactions, damage) =
             scan_transactions(&*file, &path, layout.tail_start, layout.file_len)?;
         let mut end = layout.file_len;
@@ -290,12 +311,12 @@ impl FileStorage {
             }
         }
         Ok(FileStorage {
-            alloc: OidAllocator::new(&layout.map),
+            alloc: OidAllocator::new(layout.map.count()),
             path,
             file,
             readonly: opts.readonly,
             fsync: opts.fsync,
-            map: layout.map,
+            map: Arc::new(BaseMap::on_disk(layout.map)),
             index,
             end,
             transactions,
@@ -337,8 +358,16 @@ impl FileStorage {
         self.fsync = on;
     }
 
+    /// Bytes in use: the file length, less a damaged tail that a read-only
+    /// open ignored. (Cheap, unlike [`stats`](Self::stats).)
+    pub fn file_size(&self) -> u64 {
+        self.end
+    }
+
     /// Size, record count, transactions since the last pack, oid range.
-    pub fn stats(&self) -> FileStats {
+    /// Reads the whole offset map of the base (once), so it fails if the
+    /// map cannot be read.
+    pub fn stats(&self) -> Result<FileStats> {
         let mut records = 0;
         let mut base_records = 0;
         let mut range: Option<(Oid, Oid)> = None;
@@ -346,7 +375,7 @@ impl FileStorage {
             records += 1;
             range = Some(range.map_or((oid, oid), |(lo, hi)| (lo.min(oid), hi.max(oid))));
         };
-        for (oid, _) in self.map.entries() {
+        for (oid, _) in self.map.entries(&*self.file, &self.path)? {
             base_records += 1;
             if !self.index.contains(oid) {
                 note(oid);
@@ -355,38 +384,42 @@ impl FileStorage {
         for (oid, _) in self.index.iter() {
             note(oid);
         }
-        FileStats {
+        Ok(FileStats {
             file_size: self.end,
             records,
             base_records,
             transactions: self.transactions,
             oid_range: range,
-        }
+        })
     }
 
     /// Every stored oid (garbage included): the base's in oid order, then
     /// those appended since, in file order.
-    pub fn oids(&self) -> Vec<Oid> {
-        self.positions().into_iter().map(|(oid, _)| oid).collect()
+    pub fn oids(&self) -> Result<Vec<Oid>> {
+        Ok(self.positions()?.into_iter().map(|(oid, _)| oid).collect())
     }
 
-    /// Offset of the current shelf record of `oid`.
-    pub(super) fn position(&self, oid: Oid) -> Option<u64> {
-        self.index.get(oid).or_else(|| self.map.get(oid))
+    /// Offset of the current shelf record of `oid`: appended since the
+    /// base, or in the base (whose map page may have to be read).
+    pub(super) fn position(&self, oid: Oid) -> Result<Option<u64>> {
+        match self.index.get(oid) {
+            Some(pos) => Ok(Some(pos)),
+            None => self.map.get(&*self.file, &self.path, oid),
+        }
     }
 
     /// Every stored oid with its shelf-record offset, base first (in oid
     /// order) then appended records in file order.
-    pub(super) fn positions(&self) -> Vec<(Oid, u64)> {
+    pub(super) fn positions(&self) -> Result<Vec<(Oid, u64)>> {
         let mut out: Vec<(Oid, u64)> = self
             .map
-            .entries()
+            .entries(&*self.file, &self.path)?
             .filter(|&(oid, _)| !self.index.contains(oid))
             .collect();
         let mut appended: Vec<(Oid, u64)> = self.index.iter().collect();
         appended.sort_unstable_by_key(|&(_, pos)| pos);
         out.extend(appended);
-        out
+        Ok(out)
     }
 
     pub(super) fn check_open(&self) -> Result<()> {
@@ -439,10 +472,10 @@ impl FileStorage {
                 None => self.poison("the packed file cannot be synced apart".into()),
             }
         }
-        self.alloc = OidAllocator::new(&map);
+        self.alloc = OidAllocator::new(map.count());
         self.file = file;
         self.loader = RecordReader::new(LOAD_WINDOW);
-        self.map = map;
+        self.map = Arc::new(BaseMap::in_memory(map));
         self.index.clear();
         self.end = end;
         self.transactions = 0;
@@ -515,17 +548,18 @@ pub(super) fn lock(file: &File, path: &Path) -> Result<()> {
     }
 }
 
-/// The fixed part of a shelf: magic, base transaction, offset map.
+/// The fixed part of a shelf: magic, base transaction, offset map header.
 struct Layout {
-    map: OffsetMap,
+    map: MapHeader,
     tail_start: u64,
     file_len: u64,
 }
 
 impl Layout {
-    fn read(file: &dyn FileIo, path: &Path) -> Result<Layout> {
+    /// Reads the magic, T0 and the offset map's header of a file of
+    /// `file_len` bytes: two small reads, whatever the size of the map.
+    fn read(file: &dyn FileIo, path: &Path, file_len: u64) -> Result<Layout> {
         let io_err = |e: io::Error| Error::io(format!("cannot read {}", path.display()), e);
-        let file_len = file.size().map_err(io_err)?;
         let not_shelf = |detail: String| Error::NotAShelf {
             path: path.into(),
             detail,
@@ -559,28 +593,13 @@ impl Layout {
             })?;
         let mut header = [0u8; 24];
         file.read_exact_at(&mut header, start).map_err(io_err)?;
-        let (width, count, words_len) =
-            OffsetMap::parse_header(start, &header, file_len).map_err(|e| with_path(e, path))?;
-        let mut words = vec![0u8; words_len as usize];
-        file.read_exact_at(&mut words, start + MAP_HEADER_LEN)
-            .map_err(io_err)?;
+        // Only the header: the words are read by lookups (BaseMap).
+        let map = MapHeader::parse(start, &header, file_len).map_err(|e| e.in_file(path))?;
         Ok(Layout {
-            map: OffsetMap::from_parts(start, width, count, words),
-            tail_start: start + MAP_HEADER_LEN + words_len,
+            map,
+            tail_start: map.end(),
             file_len,
         })
-    }
-}
-
-/// Fills in the path of a layout error raised by the format layer.
-fn with_path(err: Error, path: &Path) -> Error {
-    match err {
-        Error::Corrupt { offset, detail, .. } => Error::Corrupt {
-            path: path.into(),
-            offset,
-            detail,
-        },
-        other => other,
     }
 }
 
@@ -593,10 +612,12 @@ struct ScanReader<'a> {
 }
 
 impl<'a> ScanReader<'a> {
-    fn new(file: &'a dyn FileIo) -> Self {
+    /// A reader for `len` bytes (its buffer is no larger: a packed file
+    /// has nothing after its map, and opening it allocates nothing here).
+    fn new(file: &'a dyn FileIo, len: u64) -> Self {
         ScanReader {
             file,
-            buf: vec![0; SCAN_BUFFER],
+            buf: vec![0; (SCAN_BUFFER as u64).min(len) as usize],
             buf_start: 0,
             buf_len: 0,
         }
@@ -631,7 +652,7 @@ pub(super) fn scan_transactions(
     mut pos: u64,
     file_len: u64,
 ) -> Result<(OidMap, u64, Option<TailDamage>)> {
-    let mut reader = ScanReader::new(file);
+    let mut reader = ScanReader::new(file, file_len.saturating_sub(pos));
     let mut index = OidMap::new();
     let mut count = 0;
     let mut txn = Vec::new();
@@ -909,7 +930,7 @@ impl Syncer for FileSyncer {
 impl Storage for FileStorage {
     fn load(&mut self, oid: Oid) -> Result<Vec<u8>> {
         self.check_open()?;
-        let pos = self.position(oid).ok_or(Error::KeyNotFound(oid))?;
+        let pos = self.position(oid)?.ok_or(Error::KeyNotFound(oid))?;
         self.loader
             .read(&*self.file, &self.path, pos, self.end, Some(oid))
             .map(<[u8]>::to_vec)
@@ -917,7 +938,7 @@ impl Storage for FileStorage {
 
     fn contains(&mut self, oid: Oid) -> Result<bool> {
         self.check_open()?;
-        Ok(self.position(oid).is_some())
+        Ok(self.position(oid)?.is_some())
     }
 
     fn begin(&mut self) -> Result<()> {
@@ -930,7 +951,7 @@ impl Storage for FileStorage {
     fn store(&mut self, oid: Oid, record: Vec<u8>) -> Result<()> {
         self.check_writable()?;
         record::check_stored_as(oid, &record)?;
-        if oid != Oid::ROOT && !self.allocated.contains(oid) && self.position(oid).is_none() {
+        if oid != Oid::ROOT && !self.allocated.contains(oid) && self.position(oid)?.is_none() {
             self.clear_pending();
 
             return Err(Error::SurpriseOid(oid));
@@ -999,14 +1020,12 @@ impl Storage for FileStorage {
     fn new_oid(&mut self) -> Result<Oid> {
         self.check_open()?;
         loop {
-            let oid = self
-                .alloc
-                .next(&self.map)
-                .map_err(|e| with_path(e, &self.path))?;
+            let (map, file, path) = (&self.map, &*self.file, &self.path);
+            let oid = self.alloc.next(|| map.holes(file, path))?;
             let in_use = self.index.contains(oid)
-                || self.map.get(oid).is_some()
                 || self.allocated.contains(oid)
-                || self.invalid.contains(oid);
+                || self.invalid.contains(oid)
+                || self.map.get(&*self.file, &self.path, oid)?.is_some();
             if !in_use {
                 self.allocated.insert(oid);
                 return Ok(oid);
@@ -1016,7 +1035,7 @@ impl Storage for FileStorage {
 
     fn records(&mut self) -> Result<RecordIter<'_>> {
         self.check_open()?;
-        let positions = self.positions();
+        let positions = self.positions()?;
         let (file, path, end) = (&*self.file, &self.path, self.end);
         let mut reader = RecordReader::new(SCAN_BUFFER);
         Ok(Box::new(positions.into_iter().map(move |(oid, pos)| {
@@ -1044,6 +1063,7 @@ impl Storage for FileStorage {
         }
         self.file = Box::new(ClosedFile);
         self.loader = RecordReader::new(0);
+        self.map = Arc::new(BaseMap::empty());
         self.index.clear();
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! its implementations.
 
 pub mod address;
+mod base_map;
 mod client;
 mod file;
 pub mod file_io;

@@ -7,10 +7,12 @@ use std::collections::BinaryHeap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::shelf::{self, OffsetMap};
 use crate::format::{Oid, Record};
+use crate::storage::base_map::BaseMap;
 use crate::storage::file::{lock, scan_transactions, FileStorage, RecordReader};
 use crate::storage::oid_map::OidMap;
 use crate::storage::PackReport;
@@ -76,7 +78,9 @@ pub struct PackJob {
     /// The original file as it was at the start (read below `snapshot_end`).
     source: File,
     snapshot_end: u64,
-    map: OffsetMap,
+    /// The storage's base map, shared: the pages this pack reads (through
+    /// `source`, the same bytes) serve the storage's lookups too.
+    map: Arc<BaseMap>,
     index: OidMap,
     out: Option<BufWriter<File>>,
     live: OidBits,
@@ -89,8 +93,11 @@ pub struct PackJob {
 }
 
 impl PackJob {
-    fn position(&self, oid: Oid) -> Option<u64> {
-        self.index.get(oid).or_else(|| self.map.get(oid))
+    fn position(&self, oid: Oid) -> Result<Option<u64>> {
+        match self.index.get(oid) {
+            Some(pos) => Ok(Some(pos)),
+            None => self.map.get(&self.source, &self.path, oid),
+        }
     }
 
     fn io_err(&self, what: &str, e: std::io::Error) -> Error {
@@ -112,16 +119,17 @@ impl PackJob {
         // since the last pack: a window for each region, and spares.
         let mut reader = RecordReader::with_windows(4, 1 << 20);
         let mut dangling = 0u64;
-        if self.position(Oid::ROOT).is_some() {
+        if self.position(Oid::ROOT)?.is_some() {
             self.live.insert(Oid::ROOT);
             heap.push(Reverse(Oid::ROOT));
         }
         while let Some(Reverse(oid)) = heap.pop() {
-            let pos = self.position(oid).expect("only stored oids are queued");
+            // Only stored oids are queued.
+            let pos = self.position(oid)?.ok_or(Error::KeyNotFound(oid))?;
             let record =
                 reader.read(&self.source, &self.path, pos, self.snapshot_end, Some(oid))?;
             for r in Record::decode(record)?.refs() {
-                if self.position(r).is_none() {
+                if self.position(r)?.is_none() {
                     dangling += 1;
                     tracing::warn!(path = %self.path.display(), "oid {oid} refers to oid {r}, which has no record");
                 } else if self.live.insert(r) {
@@ -229,14 +237,14 @@ impl FileStorage {
             pack_path,
             source,
             snapshot_end: self.end,
-            map: self.map.clone(),
+            map: Arc::clone(&self.map),
             index: self.index.clone(),
             out: Some(out),
             live: OidBits::default(),
             base_end: 0,
             new_map: None,
             kept: 0,
-            total: self.stats().records,
+            total: self.stats()?.records,
             size_before: self.end,
         })
     }
@@ -305,7 +313,7 @@ impl FileStorage {
         }
         let mut removed: Vec<Oid> = job
             .map
-            .entries()
+            .entries(&job.source, &job.path)?
             .map(|(oid, _)| oid)
             .chain(job.index.iter().map(|(oid, _)| oid))
             .filter(|&oid| !job.live.contains(oid) && !tail_index.contains(oid))

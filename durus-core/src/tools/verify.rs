@@ -57,7 +57,9 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
             detail: format!("damaged tail ({} bytes): {}", damage.bytes(), damage.detail),
         });
     }
-    let oids = storage.oids();
+    // An offset map that cannot be read fails the verify, as it failed the
+    // open when the open read it whole.
+    let oids = storage.oids()?;
     let present: HashSet<Oid> = oids.iter().copied().collect();
     let mut refs = Vec::new();
     for oid in oids {

@@ -86,7 +86,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             show(dumper.entry(&bytes)?)?;
         }
     } else if args.all {
-        let mut oids = dumper.storage.oids();
+        let mut oids = dumper.storage.oids()?;
         oids.sort_unstable();
         oids.dedup();
         for oid in oids {
@@ -150,7 +150,7 @@ impl Dumper<'_> {
         file: &std::path::Path,
         show: &mut dyn FnMut(Entry) -> Result<()>,
     ) -> Result<()> {
-        if self.storage.oids().is_empty() {
+        if self.storage.oids()?.is_empty() {
             return Ok(());
         }
         let mut queue = VecDeque::from([Oid::ROOT]);

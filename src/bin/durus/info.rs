@@ -65,7 +65,7 @@ impl DamagedTail {
 
 pub fn run(args: &Args) -> Result<ExitCode> {
     let storage = FileStorage::options().readonly(true).open(&args.file)?;
-    let stats = storage.stats();
+    let stats = storage.stats()?;
     let damaged_tail = DamagedTail::of(&storage);
     let info = Info {
         path: args.file.display().to_string(),

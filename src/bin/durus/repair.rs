@@ -49,13 +49,13 @@ struct Report {
 pub fn run(args: &Args) -> Result<ExitCode> {
     let (damage, size) = if args.dry_run {
         let storage = FileStorage::options().readonly(true).open(&args.file)?;
-        (storage.tail_damage().cloned(), storage.stats().file_size)
+        (storage.tail_damage().cloned(), storage.file_size())
     } else {
         let mut storage = FileStorage::options()
             .repair(true)
             .create(false)
             .open(&args.file)?;
-        let found = (storage.repaired().cloned(), storage.stats().file_size);
+        let found = (storage.repaired().cloned(), storage.file_size());
         durus::Storage::close(&mut storage)?;
         found
     };
