@@ -15,10 +15,15 @@ use crate::storage::file_io::FileIo;
 use crate::storage::oid_map::{OidMap, OidSet};
 use crate::storage::{PackJob, PackReport, RecordIter, Storage, Syncer};
 
-/// The window loads read through: most records are small and many loads
-/// (a cold scan, a crawl) go in file order, so one `pread` serves several.
+/// The window loads read through when they go in file order (a cold
+/// scan, a crawl): most records are small, so one `pread` serves several.
 /// Larger windows made the random loads of updates slower.
 const LOAD_WINDOW: usize = 8 << 10;
+
+/// What a load away from the last window reads: enough for most records
+/// (an item, a BTree node of 64 entries) without copying a whole window
+/// no later load will use.
+const RANDOM_READ: usize = 2 << 10;
 
 /// Buffer size of the sequential scan at open.
 const SCAN_BUFFER: usize = 1 << 20;
@@ -329,7 +334,7 @@ impl FileStorage {
             poisoned: None,
             deferred: None,
             closed: false,
-            loader: RecordReader::new(LOAD_WINDOW),
+            loader: RecordReader::new(LOAD_WINDOW).random_reads(RANDOM_READ),
         })
     }
 
@@ -474,7 +479,7 @@ impl FileStorage {
         }
         self.alloc = OidAllocator::new(map.count());
         self.file = file;
-        self.loader = RecordReader::new(LOAD_WINDOW);
+        self.loader = RecordReader::new(LOAD_WINDOW).random_reads(RANDOM_READ);
         self.map = Arc::new(BaseMap::in_memory(map));
         self.index.clear();
         self.end = end;
@@ -762,6 +767,8 @@ pub(super) struct RecordReader {
     windows: Vec<Window>,
     /// How much one read asks for (more only for a larger record).
     capacity: usize,
+    /// How much a read that does not continue a window asks for.
+    random: usize,
     /// Ticks of use, for replacing the least recently used window.
     clock: u64,
 }
@@ -793,8 +800,17 @@ impl RecordReader {
         RecordReader {
             windows: (0..count.max(1)).map(|_| Window::default()).collect(),
             capacity,
+            random: capacity,
             clock: 0,
         }
+    }
+
+    /// Reads that do not continue a window (start within `capacity` bytes
+    /// after one) ask for only `random` bytes: random loads should not pay
+    /// for copying a window they will not use.
+    pub(super) fn random_reads(mut self, random: usize) -> Self {
+        self.random = random.min(self.capacity);
+        self
     }
 
     /// The Durus record of the shelf record at `pos`, checked to be
@@ -859,8 +875,12 @@ impl RecordReader {
                 let i = (0..self.windows.len())
                     .min_by_key(|&i| self.windows[i].used)
                     .unwrap_or(0);
+                let onward = self.windows.iter().any(|w| {
+                    w.len > 0 && pos >= w.start && pos <= w.start + (w.len + self.capacity) as u64
+                });
+                let size = if onward { self.capacity } else { self.random };
                 let w = &mut self.windows[i];
-                let want = (n.max(self.capacity) as u64).min(end.saturating_sub(pos)) as usize;
+                let want = (n.max(size) as u64).min(end.saturating_sub(pos)) as usize;
                 if w.bytes.len() < want {
                     w.bytes.resize(want, 0);
                 }
@@ -1107,12 +1127,17 @@ mod tests {
     use crate::storage::StorageExt;
     use std::os::unix::fs::MetadataExt;
 
-    /// A file that counts its reads.
-    struct CountingFile(Vec<u8>, std::cell::Cell<usize>);
+    /// A file that counts its reads (and keeps their sizes).
+    struct CountingFile(
+        Vec<u8>,
+        std::cell::Cell<usize>,
+        std::cell::RefCell<Vec<usize>>,
+    );
 
     impl FileIo for CountingFile {
         fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
             self.1.set(self.1.get() + 1);
+            self.2.borrow_mut().push(buf.len());
             let from = (offset as usize).min(self.0.len());
             let n = buf.len().min(self.0.len() - from);
             buf[..n].copy_from_slice(&self.0[from..from + n]);
@@ -1145,7 +1170,7 @@ mod tests {
             shelf::push_shelf_record(&mut bytes, Oid(i), &rec);
         }
         let len = bytes.len() as u64;
-        let file = CountingFile(bytes, Default::default());
+        let file = CountingFile(bytes, Default::default(), Default::default());
         let path = Path::new("two-regions");
         let window = (at[100] - at[0]) as usize;
         let mut two = RecordReader::with_windows(2, window);
@@ -1168,6 +1193,32 @@ mod tests {
             }
         }
         assert_eq!(file.1.get(), 200, "a single window refills at every jump");
+    }
+
+    #[test]
+    fn record_reader_reads_a_window_onward_and_little_elsewhere() {
+        // 100 shelf records of 100 bytes.
+        let mut bytes = Vec::new();
+        let mut at = Vec::new();
+        for i in 0..100u64 {
+            at.push(bytes.len() as u64);
+            let rec = record::encode(Oid(i), &[7u8; 64], &[]).unwrap();
+            shelf::push_shelf_record(&mut bytes, Oid(i), &rec);
+        }
+        let len = bytes.len() as u64;
+        let file = CountingFile(bytes, Default::default(), Default::default());
+        let path = Path::new("onward");
+        let mut reader = RecordReader::new(1000).random_reads(200);
+        let mut read = |oid: usize| {
+            let rec = reader.read(&file, path, at[oid], len, None).unwrap();
+            assert_eq!(Record::decode(rec).unwrap().oid, Oid(oid as u64));
+        };
+        // A first read anywhere is random; then records in file order
+        // continue it and get whole windows; a jump back is random again.
+        for oid in [50, 51, 52, 53, 60, 70, 3] {
+            read(oid);
+        }
+        assert_eq!(*file.2.borrow(), vec![200, 1000, 1000, 200]);
     }
 
     #[test]
