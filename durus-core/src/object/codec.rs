@@ -10,6 +10,11 @@
 //! connection being written or read is passed through a thread-local for
 //! the duration of one encode or decode.
 //!
+//! States are written by ciborium and read by our own slice deserializer
+//! ([`cbor`]), which takes the same input to the same values without
+//! ciborium's per-byte reads and string copies, and follows ciborium's tag
+//! protocol, so `ciborium::tag::Required` reads the reference tags.
+//!
 //! serde buffers the input of internally tagged and untagged enums and of
 //! `#[serde(flatten)]` fields in a form that cannot hold CBOR tags, so a
 //! reference there fails to decode directly. A state that fails is decoded
@@ -27,6 +32,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 use crate::format::{record, Oid};
+use crate::object::cbor;
 use crate::object::cell::ObjectCell;
 use crate::object::class;
 use crate::object::connection::ConnInner;
@@ -51,13 +57,7 @@ thread_local! {
     static READER: RefCell<Option<Rc<ConnInner>>> = const { RefCell::new(None) };
     /// True while decoding a state whose reference tags became maps.
     static UNTAGGED: Cell<bool> = const { Cell::new(false) };
-    /// ciborium's scratch space for strings, kept between decodes
-    /// (`from_reader` zeroes a fresh 4 KiB array on every call).
-    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_LEN]);
 }
-
-/// The scratch size `ciborium::from_reader` uses.
-const SCRATCH_LEN: usize = 4096;
 
 /// A `PRef` reference with its tag rewritten as a map.
 #[derive(Deserialize)]
@@ -133,10 +133,10 @@ pub(crate) fn decode_state<T: DeserializeOwned>(
     bytes: &[u8],
 ) -> std::result::Result<T, String> {
     let previous = READER.with(|r| r.borrow_mut().replace(conn.clone()));
-    let result = decode_direct(bytes).map_err(de_message).or_else(|first| {
+    let result = decode_direct(bytes).or_else(|first| {
         decode_untagged(bytes).map_err(|second| {
-            if second == first {
-                first
+            if second == first.message() {
+                first.to_string()
             } else {
                 format!("{first}; decoded through a value: {second}")
             }
@@ -146,14 +146,10 @@ pub(crate) fn decode_state<T: DeserializeOwned>(
     result
 }
 
-fn decode_direct<T: DeserializeOwned>(
-    bytes: &[u8],
-) -> std::result::Result<T, ciborium::de::Error<std::io::Error>> {
-    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-        Ok(mut scratch) => ciborium::de::from_reader_with_buffer(bytes, &mut scratch),
-        // A decode inside a decode (a `Deserialize` impl that loads).
-        Err(_) => ciborium::from_reader(bytes),
-    })
+/// The first way to decode a state: straight from its bytes, references
+/// read as their tags.
+fn decode_direct<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, cbor::Error> {
+    cbor::from_slice(bytes)
 }
 
 fn de_message<E: std::fmt::Debug>(e: ciborium::de::Error<E>) -> String {

@@ -8,6 +8,7 @@
 //! `!Send`: one connection per thread.
 
 mod cache;
+mod cbor;
 mod cell;
 mod class;
 mod codec;
