@@ -75,10 +75,16 @@ def median(secs):
     return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
 
 
+def side():
+    """This run's side: its engine's, else Durus (for the scripts that
+    borrow these helpers without choosing an engine)."""
+    return ENGINE.side if ENGINE else "durus"
+
+
 def result(workload, items, unit, secs, rss, extra):
     """A rate row, the schema of benches/objects.rs."""
     s = sorted(secs)
-    return dict(side=ENGINE.side, workload=workload, items=items, unit=unit,
+    return dict(side=side(), workload=workload, items=items, unit=unit,
                 reps=len(secs), secs=secs, median=items / median(secs),
                 min=items / s[-1], max=items / s[0], peak_rss_kb=rss,
                 extra=extra)
@@ -87,7 +93,7 @@ def result(workload, items, unit, secs, rss, extra):
 def time_result(workload, items, secs, rss, extra):
     """A time row (benches/common/mod.rs's time_row): milliseconds, min the
     fastest."""
-    return dict(side=ENGINE.side, workload=workload, items=items, unit="ms",
+    return dict(side=side(), workload=workload, items=items, unit="ms",
                 reps=len(secs), secs=secs, median=median(secs) * 1e3,
                 min=min(secs) * 1e3, max=max(secs) * 1e3, peak_rss_kb=rss,
                 extra=extra)
@@ -646,6 +652,17 @@ def report(rust_path, durus_path, zodb_path=None):
         notes.append("Records in the file (the n of the open and pack rows is "
                      "Rust's; the BTrees' nodes differ): " + "; ".join(facts)
                      + ".")
+    floor, packed = rust.get("open_floor"), rust.get("open_packed")
+    if floor and packed and "open_packed" in durus:
+        d = durus["open_packed"]["median"]
+        notes.append(
+            "Opening a packed file needs at least open, flock, fstat and two "
+            "small reads: %s ms on this machine (`open_floor`, Rust alone), "
+            "so no open can beat Durus's %s ms by more than %.1f×; ours "
+            "takes %s ms, %.1f× the floor." % (
+                fmt_number(floor["median"], "ms"), fmt_number(d, "ms"),
+                d / floor["median"], fmt_number(packed["median"], "ms"),
+                packed["median"] / floor["median"]))
     if zodb_path:
         z, r = zodb.get("open"), rust.get("open")
         if z:

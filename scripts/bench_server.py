@@ -37,7 +37,7 @@ for path in (HERE, INTEROP):
 
 # The object bench's graph, rows and formatting; the storage bench's flags
 # and JSON-line reader.
-from bench_objects import (fmt_value, insert, one_pass,  # noqa: E402
+from bench_objects import (fmt_value, insert, one_pass, use_engine,  # noqa: E402
                            result, summary)
 from bench_storage import parse_opts, peak_rss_kb, read_rows  # noqa: E402
 
@@ -67,7 +67,9 @@ def client(port, n):
 
 def load(port, n, bulk):
     """bench_durus.w_server_load."""
-    from bench_objects import Item
+    import bench_objects
+    use_engine(False)  # makes bench_objects.Item, the items' class
+    Item = bench_objects.Item
     st, conn = client(port, n)
     if bulk:
         t0 = time.perf_counter()
@@ -187,7 +189,7 @@ def drive(quick, as_json, tmp, only, pin):
         if not plan:
             return
         sys.stderr.write("durus: populating %d items\n" % n)
-        insert(d, n, 1)
+        insert(use_engine(False), d, n, 1)
         cmd = DEFAULT_SERVER_CMD + QUIET
         if server_cpu is not None:
             cmd = "taskset -c %d %s" % (server_cpu, cmd)
