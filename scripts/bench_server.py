@@ -254,6 +254,13 @@ def report(rust_path, durus_path):
         ratio = r["median"] / p["median"]
         tgt = "" if target is None else "speedup >= %d: %s" % (
             target, "**met**" if ratio >= target else "**not met**")
+        cpu = r["extra"].get("cpu_bound_tx_s")
+        if target and ratio < target and cpu:
+            # With every CPU busy, the CPU a transaction costs caps the rate.
+            tgt += " (CPU-bound: %.0f%% of the %s tx/s that %.1f µs of CPU " \
+                "per transaction allow on %d CPUs)" % (
+                    100 * r["median"] / cpu, "{:,.0f}".format(cpu),
+                    r["extra"]["cpu_us_per_tx"], r["extra"]["cpus"])
         lines.append("| %s | %s | %s | %s | %s | %.1f× | %.0f / %.0f MiB | %s |" % (
             label, "{:,}".format(r["items"]), r["unit"], fmt_value(r),
             fmt_value(p), ratio, r["peak_rss_kb"] / 1024.0,
