@@ -111,9 +111,29 @@ pub fn rate_row(
     rss_kb: u64,
     extra: serde_json::Value,
 ) -> serde_json::Value {
-    let slowest = secs.iter().copied().fold(f64::NAN, f64::max);
-    let fastest = secs.iter().copied().fold(f64::NAN, f64::min);
+    let (fastest, slowest) = extremes(secs);
     let rate = |s: f64| items as f64 / s;
+    let stats = [rate(median(secs)), rate(slowest), rate(fastest)];
+    row(workload, items, unit, secs, stats, rss_kb, extra)
+}
+
+/// The fastest and the slowest of `secs`.
+fn extremes(secs: &[f64]) -> (f64, f64) {
+    let fastest = secs.iter().copied().fold(f64::NAN, f64::min);
+    let slowest = secs.iter().copied().fold(f64::NAN, f64::max);
+    (fastest, slowest)
+}
+
+/// The row schema every bench writes: `[median, min, max]` in `unit`.
+fn row(
+    workload: &str,
+    items: u64,
+    unit: &str,
+    secs: &[f64],
+    [median, min, max]: [f64; 3],
+    rss_kb: u64,
+    extra: serde_json::Value,
+) -> serde_json::Value {
     serde_json::json!({
         "side": "rust",
         "workload": workload,
@@ -121,9 +141,9 @@ pub fn rate_row(
         "unit": unit,
         "reps": secs.len(),
         "secs": secs,
-        "median": rate(median(secs)),
-        "min": rate(slowest),
-        "max": rate(fastest),
+        "median": median,
+        "min": min,
+        "max": max,
         "peak_rss_kb": rss_kb,
         "extra": extra,
     })
@@ -215,21 +235,9 @@ pub fn time_row(
     rss_kb: u64,
     extra: serde_json::Value,
 ) -> serde_json::Value {
-    let slowest = secs.iter().copied().fold(f64::NAN, f64::max);
-    let fastest = secs.iter().copied().fold(f64::NAN, f64::min);
-    serde_json::json!({
-        "side": "rust",
-        "workload": workload,
-        "items": items,
-        "unit": "ms",
-        "reps": secs.len(),
-        "secs": secs,
-        "median": median(secs) * 1e3,
-        "min": fastest * 1e3,
-        "max": slowest * 1e3,
-        "peak_rss_kb": rss_kb,
-        "extra": extra,
-    })
+    let (fastest, slowest) = extremes(secs);
+    let stats = [median(secs) * 1e3, fastest * 1e3, slowest * 1e3];
+    row(workload, items, "ms", secs, stats, rss_kb, extra)
 }
 
 /// One human-readable line for a result row (rates without decimals,
