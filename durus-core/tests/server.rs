@@ -362,7 +362,7 @@ fn a_client_stalled_inside_a_commit_stalls_nobody_and_is_dropped_after_the_timeo
 }
 
 #[test]
-fn a_readonly_server_serves_loads_and_refuses_commits() {
+fn a_readonly_server_serves_loads_and_refuses_commits_new_oids_and_packs() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ro.durus");
     {
@@ -398,6 +398,9 @@ fn a_readonly_server_serves_loads_and_refuses_commits() {
     let mut asker = connect();
     asker.send(&[b'M', 1]);
     assert!(asker.is_dropped());
+    let mut packer = connect();
+    packer.send(b"P");
+    assert!(packer.is_dropped(), "a pack is a write too");
     assert_eq!(reader.load(Oid(0)).unwrap(), rec(Oid(0), "root", &[]));
     handle.stop();
     thread.join().unwrap().unwrap();
@@ -419,6 +422,41 @@ fn the_quit_command_stops_the_server_after_closing_the_storage() {
     // The file is closed: a writer can take the lock.
     let mut file = FileStorage::open(&s.path).unwrap();
     assert_eq!(file.load(Oid(1)).unwrap(), rec(Oid(1), "one", &[]));
+}
+
+#[test]
+fn clients_beyond_the_limit_are_disconnected_and_served_once_one_leaves() {
+    let server = Running::start(ServerOptions {
+        max_clients: 2,
+        ..ServerOptions::default()
+    });
+    // A handshake, or None if the server closed the connection instead.
+    let handshake = || {
+        let mut c = Client(server.address.connect().unwrap());
+        c.0.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.send(b"V");
+        c.send(&PROTOCOL_VERSION.to_be_bytes());
+        let mut answer = [0; 4];
+        c.0.read_exact(&mut answer).ok()?;
+        Some((u32::from_be_bytes(answer), c))
+    };
+    let (one, a) = handshake().expect("the first client is served");
+    let (two, _b) = handshake().expect("the second client is served");
+    assert_eq!((one, two), (1, 1));
+    assert!(handshake().is_none(), "a third client is one too many");
+
+    drop(a);
+    // Served again once the server has seen the first client leave.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some((version, mut c)) = handshake() {
+            assert_eq!(version, 1);
+            assert_eq!(c.oids(1).len(), 1);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never served again");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[test]

@@ -182,6 +182,9 @@ impl Hub {
     /// waits for it instead (then `None`). Removed oids reach every client
     /// through its next sync or commit.
     pub(crate) fn pack(&self) -> Result<Option<PackReport>> {
+        if self.readonly {
+            return Err(Error::ReadOnly);
+        }
         let _packing = match self.packing.try_lock() {
             Ok(guard) => guard,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),

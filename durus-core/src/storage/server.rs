@@ -51,6 +51,13 @@ pub struct ServerOptions {
     /// How long a client's thread polls its socket for the next request
     /// before sleeping (see [`Stream`]; zero: never).
     pub spin: Duration,
+    /// The most clients served at once; one more is disconnected at once
+    /// (protocol 1 has no way to say why: the server logs it).
+    pub max_clients: usize,
+    /// Accept the stop command (`Q`) from any client. By default only
+    /// unix-socket and loopback clients may stop the server (in Durus any
+    /// client can, with one byte); others are disconnected and logged.
+    pub remote_stop: bool,
 }
 
 impl Default for ServerOptions {
@@ -62,6 +69,8 @@ impl Default for ServerOptions {
             max_transaction: 1 << 30,
             max_bulk_load: 1 << 20,
             spin: DEFAULT_SPIN,
+            max_clients: 1024,
+            remote_stop: false,
         }
     }
 }
@@ -187,14 +196,14 @@ impl Server {
             let accepted = match &self.listener {
                 Listener::Tcp(l) => l.accept().map(|(s, peer)| {
                     let _ = s.set_nodelay(true);
-                    (Stream::from(s), peer.to_string())
+                    (Stream::from(s), peer.to_string(), is_local(Some(peer)))
                 }),
                 Listener::Unix(l, _) => l
                     .accept()
-                    .map(|(s, _)| (Stream::from(s), "unix socket".to_string())),
+                    .map(|(s, _)| (Stream::from(s), "unix socket".to_string(), true)),
             };
             match accepted {
-                Ok((stream, peer)) => self.spawn_client(stream, peer),
+                Ok((stream, peer, local)) => self.spawn_client(stream, peer, local),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(POLL),
                 Err(e) => tracing::warn!("accept failed: {e}"),
             }
@@ -211,8 +220,15 @@ impl Server {
         closed
     }
 
-    fn spawn_client(&self, mut stream: Stream, peer: String) {
+    fn spawn_client(&self, mut stream: Stream, peer: String, local: bool) {
         let shared = self.shared.clone();
+        let served = lock(&shared.sockets).len();
+        if served >= shared.opts.max_clients {
+            tracing::warn!(
+                "refusing a client from {peer}: {served} clients connected, the most allowed (--max-clients)"
+            );
+            return;
+        }
         if let Err(e) = stream.set_spin(shared.opts.spin) {
             tracing::warn!("cannot make the socket of {peer} non-blocking: {e}");
         }
@@ -229,9 +245,11 @@ impl Server {
         let spawned = thread::Builder::new()
             .name(format!("durus-client-{id}"))
             .spawn(move || {
+                let may_stop = local || shared.opts.remote_stop;
                 let mut session = Session {
                     shared: shared.clone(),
                     id,
+                    may_stop,
                     reader: BufReader::with_capacity(64 << 10, stream),
                     writer,
                 };
@@ -255,6 +273,9 @@ impl Server {
 struct Session {
     shared: Arc<Shared>,
     id: ClientId,
+    /// Whether this client's `Q` stops the server (see
+    /// [`ServerOptions::remote_stop`]).
+    may_stop: bool,
     reader: BufReader<Stream>,
     writer: Stream,
 }
@@ -291,6 +312,18 @@ impl std::fmt::Display for SessionEnd {
 impl From<io::Error> for SessionEnd {
     fn from(e: io::Error) -> Self {
         SessionEnd::Io(e)
+    }
+}
+
+/// Whether a client at `peer` (`None`: a unix socket) is on this host: a
+/// unix socket or a loopback address (IPv4-mapped ones included).
+fn is_local(peer: Option<std::net::SocketAddr>) -> bool {
+    match peer.map(|p| p.ip()) {
+        None => true,
+        Some(std::net::IpAddr::V4(ip)) => ip.is_loopback(),
+        Some(std::net::IpAddr::V6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
     }
 }
 
@@ -332,6 +365,11 @@ impl Session {
             };
             match cmd {
                 CMD_GOODBYE => return Ok(()),
+                CMD_QUIT if !self.may_stop => {
+                    return Err(SessionEnd::Refused(
+                        "asked the server to stop from another host: refused (durus serve --allow-remote-stop)".into(),
+                    ));
+                }
                 CMD_QUIT => {
                     tracing::info!("client {} asked the server to stop", self.id);
                     self.shared.stop.store(true, Ordering::SeqCst);
@@ -405,11 +443,13 @@ impl Session {
                 // Answered when the pack is done (Durus answers at once for
                 // its incremental packer): the client's next sync then
                 // brings the removals. Others are served meanwhile.
-                if let Err(e) = hub.pack() {
-                    tracing::error!(
+                match hub.pack() {
+                    Err(e @ Error::ReadOnly) => return Err(refused(e)),
+                    Err(e) => tracing::error!(
                         "pack asked by client {} failed (the file is unchanged): {e}",
                         self.id
-                    );
+                    ),
+                    Ok(_) => {}
                 }
                 self.send(&[STATUS_OKAY])
             }
@@ -478,5 +518,25 @@ impl Session {
         if let Err(e) = spawned {
             tracing::error!("cannot start the pack thread: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_local;
+
+    #[test]
+    fn only_unix_socket_and_loopback_peers_count_as_local() {
+        let local = |a: &str| is_local(Some(a.parse().unwrap()));
+        assert!(is_local(None));
+        assert!(local("127.0.0.1:5000"));
+        assert!(local("127.8.9.10:5000"));
+        assert!(local("[::1]:5000"));
+        assert!(local("[::ffff:127.0.0.1]:5000"));
+        assert!(!local("192.168.1.20:5000"));
+        assert!(!local("10.0.0.1:5000"));
+        assert!(!local("[2001:db8::1]:5000"));
+        assert!(!local("[::ffff:10.0.0.1]:5000"));
+        assert!(!local("0.0.0.0:5000"));
     }
 }

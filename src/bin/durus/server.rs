@@ -70,6 +70,13 @@ pub struct ServeArgs {
     /// each request. 0 disables it.
     #[arg(long, value_name = "MICROS", default_value_t = DEFAULT_SPIN.as_micros() as u64)]
     pub spin: u64,
+    /// The most clients served at once; more are disconnected (and logged).
+    #[arg(long, value_name = "N", default_value_t = ServerOptions::default().max_clients)]
+    pub max_clients: usize,
+    /// Let clients on other hosts stop the server with the stop command
+    /// (by default only unix-socket and loopback clients may).
+    #[arg(long)]
+    pub allow_remote_stop: bool,
 }
 
 /// Stop a running server (protocol command Q) and wait until it is gone.
@@ -148,6 +155,8 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
         readonly: args.readonly,
         gcbytes: args.gcbytes,
         spin: Duration::from_micros(args.spin),
+        max_clients: args.max_clients.max(1),
+        remote_stop: args.allow_remote_stop,
         ..ServerOptions::default()
     };
     let server = Server::bind(storage, &address, opts)?;
