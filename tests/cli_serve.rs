@@ -4,48 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use common::durus;
+use common::{durus, Serving};
 use durus::{ClientStorage, Connection, PObject, PRef, PersistentList};
-
-/// A `durus serve` child; its address is read from its first stderr line.
-struct Serving {
-    child: Child,
-    address: String,
-}
-
-impl Serving {
-    fn start(args: &[&str]) -> Serving {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_durus"))
-            .arg("serve")
-            .args(args)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stderr.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        // "durus: serving FILE on ADDRESS"
-        let address = line.trim().rsplit(" on ").next().unwrap().to_string();
-        assert!(line.starts_with("durus: serving"), "{line}");
-        Serving { child, address }
-    }
-
-    /// Waits for the process to exit and returns its status code.
-    fn wait(mut self) -> i32 {
-        self.child.wait().unwrap().code().unwrap_or(-1)
-    }
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn store_list(address: &str, values: &[u32]) {
     let conn = Connection::new(ClientStorage::connect(address).unwrap()).unwrap();
