@@ -8,11 +8,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod backup;
 mod census;
 mod dump;
 mod info;
 mod output;
 mod pack;
+mod progress;
 mod repair;
 mod server;
 mod verify;
@@ -40,6 +42,7 @@ enum Command {
     Pack(pack::Args),
     Census(census::Args),
     Dump(dump::Args),
+    Backup(backup::Args),
     Serve(server::ServeArgs),
     Stop(server::StopArgs),
 }
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Pack(args) => pack::run(&args),
         Command::Census(args) => census::run(&args),
         Command::Dump(args) => dump::run(&args),
+        Command::Backup(args) => backup::run(&args),
         Command::Serve(args) => server::serve(&args),
         Command::Stop(args) => server::stop(&args),
     };

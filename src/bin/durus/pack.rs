@@ -1,20 +1,15 @@
 //! `durus pack FILE`: offline garbage collection.
 
 use std::fmt::Write as _;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use durus::storage::{PackPhase, PackProgress};
 use durus::{FileStorage, Result, Storage};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::output;
-
-/// The progress bar appears only once a pack has run this long.
-const SHOW_PROGRESS_AFTER: Duration = Duration::from_secs(1);
+use crate::progress::Progress;
 
 /// Rewrite the file keeping only what the root reaches (offline pack).
 ///
@@ -102,47 +97,29 @@ fn render(r: &Report) -> String {
     s
 }
 
-/// A progress bar on stderr, drawn only on a terminal and only once the
-/// pack has taken a while (a quick pack prints nothing).
-struct Bar {
-    bar: ProgressBar,
-    started: Instant,
-    terminal: bool,
-    shown: bool,
-}
+/// `durus pack`'s bar: records copied of those stored.
+struct Bar(Progress);
 
 impl Bar {
     fn new() -> Self {
-        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
-        if let Ok(style) = ProgressStyle::with_template(
+        Bar(Progress::new(
             "{spinner} packing [{bar:40}] {pos}/{len} records {msg} ({elapsed})",
-        ) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        Bar {
-            bar,
-            started: Instant::now(),
-            terminal: std::io::stderr().is_terminal(),
-            shown: false,
-        }
+        ))
     }
 
     fn update(&mut self, p: PackProgress) {
-        if !self.shown && self.terminal && self.started.elapsed() >= SHOW_PROGRESS_AFTER {
-            self.bar.set_draw_target(ProgressDrawTarget::stderr());
-            self.shown = true;
-        }
+        let bar = self.0.bar();
         // `total` counts garbage too: once copying ends, what was copied is all.
         if p.phase == PackPhase::Finishing {
-            self.bar.set_length(p.done);
-            self.bar.set_message("writing the offset map and syncing");
+            bar.set_length(p.done);
+            bar.set_message("writing the offset map and syncing");
         } else {
-            self.bar.set_length(p.total.max(p.done));
+            bar.set_length(p.total.max(p.done));
         }
-        self.bar.set_position(p.done);
+        bar.set_position(p.done);
     }
 
     fn finish(&self) {
-        self.bar.finish_and_clear();
+        self.0.finish();
     }
 }
