@@ -156,3 +156,39 @@ fn loads_never_serve_stale_bytes_from_past_the_end_of_the_valid_data() {
     assert_eq!(s.load(oid).unwrap(), rec(oid.0, "after the garbage", &[]));
     assert_eq!(s.load(Oid(0)).unwrap(), rec(0, "root", &[]));
 }
+
+#[test]
+fn a_pack_that_cannot_write_its_file_leaves_the_original_untouched_and_the_storage_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.durus");
+    let mut s = FileStorage::open(&path).unwrap();
+    for _ in 0..3 {
+        s.new_oid().unwrap();
+    }
+    // Oid 2 is garbage: the root reaches only oid 1.
+    commit(
+        &mut s,
+        vec![rec(0, "root", &[1]), rec(1, "one", &[]), rec(2, "two", &[])],
+    );
+    let before = std::fs::read(&path).unwrap();
+    // A directory where the packer writes its file: the pack cannot start.
+    let obstacle = dir.path().join("p.durus.pack");
+    std::fs::create_dir(&obstacle).unwrap();
+    let err = s.pack().unwrap_err();
+    assert!(err.to_string().contains("p.durus.pack"), "{err}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the original changed"
+    );
+    assert!(obstacle.is_dir(), "the obstacle was removed");
+    // The storage goes on: loads, commits, and a pack once the way is clear.
+    assert_eq!(s.load(Oid(2)).unwrap(), rec(2, "two", &[]));
+    commit(&mut s, vec![rec(1, "one v2", &[])]);
+    std::fs::remove_dir(&obstacle).unwrap();
+    s.pack().unwrap();
+    assert!(matches!(s.load(Oid(2)), Err(Error::KeyNotFound(_))));
+    drop(s);
+    let mut again = FileStorage::open(&path).unwrap();
+    assert_eq!(again.load(Oid(1)).unwrap(), rec(1, "one v2", &[]));
+}
