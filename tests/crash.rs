@@ -273,16 +273,7 @@ fn embedded(kills: u64) {
             torn += 1;
         }
         let conn = Connection::new(storage).unwrap();
-        let read = |k: &str| {
-            conn.root()
-                .get(&k.to_string())
-                .unwrap()
-                .unwrap()
-                .downcast::<Counter>()
-                .unwrap()
-                .read(|c| c.value)
-                .unwrap()
-        };
+        let read = |k: &str| counter(&conn, k).read(|c| c.value).unwrap();
         let (a, b) = (read("a"), read("b"));
         assert_eq!(a, b, "a torn transaction survived the repair");
         assert!(a >= acked, "acknowledged commit {acked} lost (found {a})");
@@ -296,19 +287,21 @@ fn embedded(kills: u64) {
     );
 }
 
+/// The embedded scenario's counter `root[key]`.
+fn counter(conn: &Connection, key: &str) -> PRef<Counter> {
+    conn.root()
+        .get(&key.to_string())
+        .unwrap()
+        .unwrap()
+        .downcast::<Counter>()
+        .unwrap()
+}
+
 /// An embedded writer: from the pair's value, commits n + 1, n + 2, ...
 /// (fsync on) until killed, saying "try n" and "ack n" around each commit.
 fn embedded_worker(file: &Path) {
     let conn = Connection::open(file).unwrap();
-    let get = |k: &str| {
-        conn.root()
-            .get(&k.to_string())
-            .unwrap()
-            .unwrap()
-            .downcast::<Counter>()
-            .unwrap()
-    };
-    let (a, b) = (get("a"), get("b"));
+    let (a, b) = (counter(&conn, "a"), counter(&conn, "b"));
     let mut n = a.read(|c| c.value).unwrap();
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready").unwrap();
