@@ -49,7 +49,7 @@ for path in (HERE, INTEROP):
 # The object bench's rate rows and summaries; the storage bench's flags,
 # file helpers and JSON-line reader.
 from bench_objects import result, summary  # noqa: E402
-from bench_storage import (file_len, parse_opts, peak_rss_kb,  # noqa: E402
+from bench_storage import (emit, file_len, parse_opts, peak_rss_kb,  # noqa: E402
                            read_rows, remove_db)
 
 COMMIT_EVERY = 1000
@@ -334,10 +334,7 @@ def drive(quick, as_json, tmp, only, n, k):
             sys.stderr.flush()
             rows = merge([spawn(name, n, k, d) for _ in range(reps)])
             for row in rows:
-                if as_json:
-                    sys.stdout.write(json.dumps(row) + "\n")
-                    sys.stdout.flush()
-                sys.stderr.write("  %s\n" % line(row))
+                emit(row, as_json, line(row))
     finally:
         shutil.rmtree(d, ignore_errors=True)
 

@@ -46,7 +46,8 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 # The storage benchmark's plumbing: peak RSS, file helpers, reading JSON lines.
-from bench_storage import file_len, parse_opts, peak_rss_kb, read_rows  # noqa: E402
+from bench_storage import (emit, file_len, parse_opts, peak_rss_kb,  # noqa: E402
+                           read_rows)
 
 COMMIT_EVERY = 1000
 UPDATE_DIVISOR = 10
@@ -513,10 +514,7 @@ def drive(e, quick, as_json, tmp, only):
             else:
                 rows = spawn(e, name, n, reps, d)
             for row in rows:
-                if as_json:
-                    sys.stdout.write(json.dumps(row) + "\n")
-                    sys.stdout.flush()
-                sys.stderr.write("  %s\n" % summary(row))
+                emit(row, as_json, summary(row))
     finally:
         shutil.rmtree(d, ignore_errors=True)
 

@@ -39,7 +39,7 @@ for path in (HERE, INTEROP):
 # and JSON-line reader.
 from bench_objects import (fmt_value, insert, one_pass, use_engine,  # noqa: E402
                            result, summary)
-from bench_storage import parse_opts, peak_rss_kb, read_rows  # noqa: E402
+from bench_storage import emit, parse_opts, peak_rss_kb, read_rows  # noqa: E402
 
 CLIENTS = (1, 4)
 # The reference's server command, quiet: `durus -s` logs a line per commit
@@ -206,10 +206,7 @@ def drive(quick, as_json, tmp, only, pin):
                 rows = [server_load(server, name, n, reps, client_cpu)]
             for row in rows:
                 row["extra"]["pin"] = pin or "none"
-                if as_json:
-                    sys.stdout.write(json.dumps(row) + "\n")
-                    sys.stdout.flush()
-                sys.stderr.write("  %s\n" % summary(row))
+                emit(row, as_json, summary(row))
     finally:
         if server is not None:
             server.stop()

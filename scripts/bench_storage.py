@@ -358,6 +358,15 @@ ROWS = [
 ]
 
 
+def emit(row, as_json, text):
+    """A driver's report of one row: its summary `text` on stderr and, with
+    --json, the row as a JSON line on stdout."""
+    if as_json:
+        sys.stdout.write(json.dumps(row) + "\n")
+        sys.stdout.flush()
+    sys.stderr.write("  %s\n" % text)
+
+
 def read_rows(path):
     rows = {}
     with open(path) as f:
