@@ -28,14 +28,19 @@ const RANDOM_READ: usize = 2 << 10;
 /// Buffer size of the sequential scan at open.
 const SCAN_BUFFER: usize = 1 << 20;
 
+/// Puts a [`FileIo`] layer over a file the storage has just opened (see
+/// [`FileStorageOptions::wrap_files`]).
+type FileWrapper = Arc<dyn Fn(File, &Path) -> Box<dyn FileIo> + Send + Sync>;
+
 /// How to open a [`FileStorage`]. The defaults are read-write, no repair,
 /// fsync on every commit.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FileStorageOptions {
     readonly: bool,
     repair: bool,
     fsync: bool,
     create: bool,
+    wrap: Option<FileWrapper>,
 }
 
 impl Default for FileStorageOptions {
@@ -45,7 +50,20 @@ impl Default for FileStorageOptions {
             repair: false,
             fsync: true,
             create: true,
+            wrap: None,
         }
+    }
+}
+
+impl std::fmt::Debug for FileStorageOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileStorageOptions")
+            .field("readonly", &self.readonly)
+            .field("repair", &self.repair)
+            .field("fsync", &self.fsync)
+            .field("create", &self.create)
+            .field("wrap_files", &self.wrap.is_some())
+            .finish()
     }
 }
 
@@ -83,6 +101,42 @@ impl FileStorageOptions {
     /// existing databases turn it off.
     pub fn create(mut self, on: bool) -> Self {
         self.create = on;
+        self
+    }
+
+    /// Reads and writes the files the storage opens through
+    /// `wrap(file, path)`: the database file at open (after taking the
+    /// write lock, which stays on the real file; read-only opens too), and
+    /// each pack's new `<name>.pack` file once created, which becomes the
+    /// database file when the pack succeeds. It exists so that tests can
+    /// put a faulty disk under every write, a pack's included, and so that
+    /// a file's I/O can be instrumented. A wrapper should forward
+    /// [`FileIo::try_clone_file`]: without it a group committer cannot
+    /// sync the file (commits then sync in `end`, and a storage that
+    /// handed out a syncer refuses writes after a pack).
+    ///
+    /// ```
+    /// use durus_core::storage::file_io::FileIo;
+    /// use durus_core::FileStorageOptions;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let opened = Arc::new(AtomicUsize::new(0));
+    /// let count = Arc::clone(&opened);
+    /// let storage = FileStorageOptions::new()
+    ///     .wrap_files(move |file, _path| {
+    ///         count.fetch_add(1, Ordering::SeqCst);
+    ///         Box::new(file) as Box<dyn FileIo>
+    ///     })
+    ///     .open(dir.path().join("w.durus"))?;
+    /// assert_eq!(opened.load(Ordering::SeqCst), 1);
+    /// # Ok::<(), durus_core::Error>(())
+    /// ```
+    pub fn wrap_files(
+        mut self,
+        wrap: impl Fn(File, &Path) -> Box<dyn FileIo> + Send + Sync + 'static,
+    ) -> Self {
+        self.wrap = Some(Arc::new(wrap));
         self
     }
 
@@ -180,6 +234,8 @@ pub struct FileStorage {
     pub(super) file: Box<dyn FileIo>,
     readonly: bool,
     fsync: bool,
+    /// Wraps the files a pack creates (see [`FileStorageOptions::wrap_files`]).
+    wrap: Option<FileWrapper>,
     /// The base's offset map, read from `file` as lookups need it (shared
     /// with a pack in progress, which reads the same bytes).
     pub(super) map: Arc<BaseMap>,
@@ -231,7 +287,7 @@ impl FileStorage {
 
     fn open_with(path: &Path, opts: FileStorageOptions) -> Result<FileStorage> {
         let io_err = |what: &str, e: io::Error| Error::io(format!("{what} {}", path.display()), e);
-        let mut file = if opts.readonly {
+        let file = if opts.readonly {
             File::open(path).map_err(|e| io_err("cannot open", e))?
         } else {
             let file = OpenOptions::new()
@@ -244,7 +300,8 @@ impl FileStorage {
             lock(&file, path)?;
             file
         };
-        let mut len = FileIo::size(&file).map_err(|e| io_err("cannot stat", e))?;
+        let mut file = wrap_file(opts.wrap.as_ref(), file, path);
+        let mut len = file.size().map_err(|e| io_err("cannot stat", e))?;
         if len == 0 {
             if opts.readonly || !opts.create {
                 return Err(Error::NotAShelf {
@@ -258,12 +315,14 @@ impl FileStorage {
                 .map_err(|e| io_err("cannot initialise", e))?;
             len = empty.len() as u64;
         }
-        Self::from_file_of_len(path.into(), Box::new(file), opts, len)
+        Self::from_file_of_len(path.into(), file, opts, len)
     }
 
     /// Opens a storage over any [`FileIo`] (a test's faulty disk, say); the
     /// caller holds whatever lock it needs. `path` is used in messages and
-    /// for the pack's sibling files.
+    /// for the pack's sibling files. `file` is used as it is: a
+    /// [`wrap_files`](FileStorageOptions::wrap_files) wrapper applies only
+    /// to the files a pack creates.
     pub fn from_file(
         path: PathBuf,
         file: Box<dyn FileIo>,
@@ -321,6 +380,7 @@ impl FileStorage {
             file,
             readonly: opts.readonly,
             fsync: opts.fsync,
+            wrap: opts.wrap,
             map: Arc::new(BaseMap::on_disk(layout.map)),
             index,
             end,
@@ -486,6 +546,12 @@ impl FileStorage {
         self.transactions = 0;
     }
 
+    /// `file`, opened at `path`, as the storage reads and writes it
+    /// (through the [`wrap_files`](FileStorageOptions::wrap_files) layer).
+    pub(super) fn wrap_file(&self, file: File, path: &Path) -> Box<dyn FileIo> {
+        wrap_file(self.wrap.as_ref(), file, path)
+    }
+
     pub(super) fn poison(&mut self, why: String) {
         tracing::error!(path = %self.path.display(), "refusing further writes: {why}");
         self.poisoned = Some(why);
@@ -523,6 +589,14 @@ impl FileStorage {
             return Err(Error::io(context, e));
         }
         Ok(())
+    }
+}
+
+/// `file` through `wrap`, or as it is.
+fn wrap_file(wrap: Option<&FileWrapper>, file: File, path: &Path) -> Box<dyn FileIo> {
+    match wrap {
+        Some(wrap) => wrap(file, path),
+        None => Box::new(file),
     }
 }
 

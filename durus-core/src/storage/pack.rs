@@ -5,7 +5,6 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,6 +13,7 @@ use crate::format::shelf::{self, OffsetMap};
 use crate::format::{Oid, Record};
 use crate::storage::base_map::BaseMap;
 use crate::storage::file::{lock, scan_transactions, FileStorage, RecordReader};
+use crate::storage::file_io::FileIo;
 use crate::storage::oid_map::OidMap;
 use crate::storage::PackReport;
 
@@ -59,6 +59,97 @@ impl OidBits {
     }
 }
 
+/// Bytes a pack gathers before each write: one system call per MiB.
+const PACK_BUFFER: usize = 1 << 20;
+
+/// Buffered writes to the pack's file at a tracked offset. [`FileIo`] has
+/// no cursor; writing through it (not a `BufWriter<File>`) lets the file
+/// be wrapped, so that tests can fail the pack's writes anywhere.
+struct PackWriter {
+    file: Box<dyn FileIo>,
+    path: PathBuf,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    at: u64,
+}
+
+impl PackWriter {
+    fn new(file: Box<dyn FileIo>, path: PathBuf) -> Self {
+        PackWriter {
+            file,
+            path,
+            buf: Vec::with_capacity(PACK_BUFFER),
+            at: 0,
+        }
+    }
+
+    /// Where the next byte goes.
+    fn position(&self) -> u64 {
+        self.at + self.buf.len() as u64
+    }
+
+    /// Appends `bytes` (written at once if they would not fit the buffer).
+    /// Called twice per record copied: the common case is inlined.
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        if bytes.len() <= PACK_BUFFER - self.buf.len() {
+            self.buf.extend_from_slice(bytes);
+            Ok(())
+        } else {
+            self.flush_and_write(bytes)
+        }
+    }
+
+    /// [`write`](Self::write) once the buffer is full.
+    #[cold]
+    fn flush_and_write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.flush()?;
+        if bytes.len() >= PACK_BUFFER {
+            write_at(&mut *self.file, &self.path, bytes, self.at)?;
+            self.at += bytes.len() as u64;
+        } else {
+            self.buf.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    /// Writes out the buffer.
+    fn flush(&mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            write_at(&mut *self.file, &self.path, &self.buf, self.at)?;
+            self.at += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Overwrites bytes already written (flushing first, so they are).
+    fn patch(&mut self, bytes: &[u8], offset: u64) -> Result<()> {
+        self.flush()?;
+        write_at(&mut *self.file, &self.path, bytes, offset)
+    }
+
+    /// The file, everything written (flushed) to it.
+    fn into_file(mut self) -> Result<Box<dyn FileIo>> {
+        self.flush()?;
+        Ok(self.file)
+    }
+}
+
+/// Writes all of `bytes` at `offset` of `file` (at `path`, for messages).
+fn write_at(file: &mut dyn FileIo, path: &Path, bytes: &[u8], offset: u64) -> Result<()> {
+    file.write_all_at(bytes, offset).map_err(|e| {
+        Error::io(
+            format!(
+                "cannot write {} bytes at offset {offset} of {}",
+                bytes.len(),
+                path.display()
+            ),
+            e,
+        )
+    })
+}
+
 /// `<path><suffix>`, e.g. `db.durus.pack`.
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -82,7 +173,8 @@ pub struct PackJob {
     /// `source`, the same bytes) serve the storage's lookups too.
     map: Arc<BaseMap>,
     index: OidMap,
-    out: Option<BufWriter<File>>,
+    /// The new file, taken by `copy` and given back when it is done.
+    out: Option<PackWriter>,
     live: OidBits,
     /// Where the packed base (records and offset map) ends.
     base_end: u64,
@@ -141,10 +233,11 @@ impl PackJob {
             }
             offsets[oid.0 as usize] = Some(written);
             let frame_len = 16 + record.len() as u64;
-            out.write_all(&(frame_len - 8).to_be_bytes())
-                .and_then(|()| out.write_all(&oid.to_bytes()))
-                .and_then(|()| out.write_all(record))
-                .map_err(|e| self.io_err("cannot write", e))?;
+            let mut head = [0u8; 16];
+            head[..8].copy_from_slice(&(frame_len - 8).to_be_bytes());
+            head[8..].copy_from_slice(&oid.to_bytes());
+            out.write(&head)?;
+            out.write(record)?;
             written += frame_len;
             self.kept += 1;
             if self.kept.is_multiple_of(4096) {
@@ -166,18 +259,15 @@ impl PackJob {
         let map = OffsetMap::build(written, &offsets);
         let mut tail = Vec::with_capacity(map.encoded_len() as usize);
         map.encode_into(&mut tail);
-        out.write_all(&tail)
-            .map_err(|e| self.io_err("cannot write", e))?;
-        let mut pack_file = out
-            .into_inner()
-            .map_err(|e| self.io_err("cannot write", e.into_error()))?;
-        pack_file
-            .seek(SeekFrom::Start(shelf::BASE_LEN_OFFSET))
-            .and_then(|_| pack_file.write_all(&(written - shelf::BASE_BODY_OFFSET).to_be_bytes()))
-            .map_err(|e| self.io_err("cannot finish", e))?;
+        out.write(&tail)?;
+        out.patch(
+            &(written - shelf::BASE_BODY_OFFSET).to_be_bytes(),
+            shelf::BASE_LEN_OFFSET,
+        )?;
         self.base_end = written + map.encoded_len();
+        debug_assert_eq!(out.position(), self.base_end);
         self.new_map = Some(map);
-        self.out = Some(BufWriter::new(pack_file));
+        self.out = Some(out);
         Ok(())
     }
 }
@@ -227,11 +317,11 @@ impl FileStorage {
         pack_file
             .set_len(0)
             .map_err(|e| io_err("cannot truncate", e))?;
-        let mut out = BufWriter::with_capacity(1 << 20, pack_file);
-        let mut header = shelf::MAGIC.to_vec();
-        header.extend_from_slice(&0u64.to_be_bytes());
-        out.write_all(&header)
-            .map_err(|e| io_err("cannot write", e))?;
+        let pack_file = self.wrap_file(pack_file, &pack_path);
+        let mut out = PackWriter::new(pack_file, pack_path.clone());
+        // The base's length is patched in once `copy` knows it.
+        out.write(shelf::MAGIC)?;
+        out.write(&0u64.to_be_bytes())?;
         Ok(PackJob {
             path: self.path.clone(),
             pack_path,
@@ -266,18 +356,12 @@ impl FileStorage {
                 "cannot finish a pack while a transaction is being stored".into(),
             ));
         }
-        let (Some(out), Some(map)) = (job.out.take(), job.new_map.take()) else {
+        let (Some(mut out), Some(map)) = (job.out.take(), job.new_map.take()) else {
             return Err(Error::InvalidState("the pack was not copied".into()));
         };
-        let mut pack_file = out
-            .into_inner()
-            .map_err(|e| job.io_err("cannot write", e.into_error()))?;
         // Committed meanwhile: whole transactions, copied byte for byte.
         let mut at = job.snapshot_end;
-        let mut buf = vec![0u8; 1 << 20];
-        pack_file
-            .seek(SeekFrom::Start(job.base_end))
-            .map_err(|e| job.io_err("cannot write", e))?;
+        let mut buf = vec![0u8; PACK_BUFFER];
         while at < self.end {
             let want = buf.len().min((self.end - at) as usize);
             let n = self.file.read_up_to(&mut buf[..want], at).map_err(|e| {
@@ -290,17 +374,19 @@ impl FileStorage {
                     detail: "the file ends before its last transaction".into(),
                 });
             }
-            pack_file
-                .write_all(&buf[..n])
-                .map_err(|e| job.io_err("cannot write", e))?;
+            out.write(&buf[..n])?;
             at += n as u64;
         }
         let new_end = job.base_end + (self.end - job.snapshot_end);
+        debug_assert_eq!(out.position(), new_end);
+        let mut pack_file = out.into_file()?;
+        // fdatasync makes the length durable too; the name is made durable
+        // by the directory fsync after the rename.
         pack_file
-            .sync_all()
+            .sync_data()
             .map_err(|e| job.io_err("cannot sync", e))?;
         let (tail_index, tail_transactions, damage) =
-            scan_transactions(&pack_file, &self.path, job.base_end, new_end)?;
+            scan_transactions(&*pack_file, &job.pack_path, job.base_end, new_end)?;
         if let Some(damage) = damage {
             return Err(Error::Corrupt {
                 path: job.pack_path.clone(),
@@ -341,7 +427,7 @@ impl FileStorage {
     fn swap_in(
         &mut self,
         pack_path: &Path,
-        pack_file: File,
+        pack_file: Box<dyn FileIo>,
         map: OffsetMap,
         end: u64,
     ) -> Result<Option<PathBuf>> {
@@ -370,7 +456,7 @@ impl FileStorage {
         if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
             tracing::warn!(dir = %dir.display(), "cannot fsync the directory after the pack rename: {e}");
         }
-        self.replace_base(Box::new(pack_file), map, end);
+        self.replace_base(pack_file, map, end);
         Ok(prepack)
     }
 }
