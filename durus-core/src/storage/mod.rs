@@ -12,6 +12,7 @@ mod memory;
 mod oid_map;
 mod pack;
 pub mod server;
+mod session;
 mod shared;
 mod walk;
 
@@ -22,6 +23,7 @@ pub use group_commit::Syncer;
 pub use memory::MemoryStorage;
 pub use pack::{PackJob, PackPhase, PackProgress};
 pub use server::{Server, ServerHandle, ServerOptions};
+pub use session::Service;
 pub use shared::{LocalClient, SharedStorage};
 pub use walk::Walk;
 
