@@ -325,28 +325,113 @@ fn a_tree_survives_reopen_and_pack_on_every_backend() {
     }
 }
 
+/// Records shaped as `BTree<i64, String>`'s, written by hand to build
+/// damaged trees.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FakeNode {
+    keys: Vec<i64>,
+    values: Vec<String>,
+    children: Vec<PRef<FakeNode>>,
+}
+impl Persistent for FakeNode {
+    const CLASS_NAME: &'static str = "durus.btree.BNode";
+}
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FakeTree {
+    root: PRef<FakeNode>,
+    len: u64,
+    node_size: u32,
+}
+impl Persistent for FakeTree {
+    const CLASS_NAME: &'static str = "durus.btree.BTree";
+}
+
+fn fake_node(keys: Vec<i64>, values: &[&str], children: Vec<PRef<FakeNode>>) -> PRef<FakeNode> {
+    PRef::new(FakeNode {
+        keys,
+        values: values.iter().map(|v| v.to_string()).collect(),
+        children,
+    })
+}
+
+/// Stores `root` as the tree "t" of a file, then opens the file afresh
+/// (so every node is loaded from its record) and returns the tree.
+fn damaged_tree(
+    dir: &tempfile::TempDir,
+    root: PRef<FakeNode>,
+    len: u64,
+) -> (Connection, PRef<Tree>) {
+    let path = dir.path().join("t.durus");
+    {
+        let conn = Connection::open(&path).unwrap();
+        store(
+            &conn,
+            "t",
+            FakeTree {
+                root,
+                len,
+                node_size: 8,
+            },
+        );
+    }
+    let conn = Connection::open(&path).unwrap();
+    let tree = at::<Tree>(&conn, "t");
+    (conn, tree)
+}
+
+/// Asserts an `InvalidState` error whose message contains `words`.
+fn damage<T: std::fmt::Debug>(r: Result<T>, words: &str) {
+    match r {
+        Err(Error::InvalidState(msg)) => assert!(msg.contains(words), "{msg}"),
+        other => panic!("expected an error saying {words:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_btree_whose_nodes_form_a_cycle_is_an_error_from_every_operation_not_a_hang() {
+    // Found by the object_state fuzz target: a node whose child is one of
+    // its ancestors made iteration run for ever (and recursion overflow).
+    let dir = tempfile::tempdir().unwrap();
+    let leaf = fake_node(vec![7], &["seven"], vec![]);
+    let inner = fake_node(vec![5], &[], vec![]);
+    inner
+        .write(|n| n.children = vec![inner.clone(), leaf.clone()])
+        .unwrap();
+    let (_conn, tree) = damaged_tree(&dir, inner, 1);
+    assert_eq!(tree.get(&7).unwrap(), Some("seven".to_string()));
+    let cycle = "levels deep";
+    damage(tree.get(&1), cycle);
+    damage(tree.insert(1, "x".into()), cycle);
+    damage(tree.remove(&1), cycle);
+    damage(tree.iter().map(drop), cycle);
+    damage(tree.first(), cycle);
+    damage(tree.depth(), cycle);
+    damage(tree.verify(), "reached twice");
+    damage(tree.for_each(|_, _| Ok(())), "reached twice");
+    damage(tree.node_count(), "reached twice");
+}
+
+#[test]
+fn a_btree_whose_nodes_are_shared_is_an_error_from_whole_tree_walks() {
+    // Forty levels, each node's two children one node: 2^40 paths to one
+    // empty leaf, a walk that would never end.
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = fake_node(vec![], &[], vec![]);
+    for level in 0..40 {
+        node = fake_node(vec![level], &[], vec![node.clone(), node]);
+    }
+    let (_conn, tree) = damaged_tree(&dir, node, 0);
+    assert_eq!(tree.get(&3).unwrap(), None);
+    assert_eq!(tree.depth().unwrap(), 41);
+    damage(tree.verify(), "reached twice");
+    damage(tree.for_each(|_, _| Ok(())), "reached twice");
+    damage(tree.node_count(), "reached twice");
+}
+
 #[test]
 fn a_malformed_node_is_an_error_not_a_panic() {
     // A node record whose children and keys disagree (a damaged or
     // foreign record) must give an error from every operation.
-    #[derive(serde::Serialize, serde::Deserialize)]
-    struct FakeNode {
-        keys: Vec<i64>,
-        values: Vec<String>,
-        children: Vec<PRef<FakeNode>>,
-    }
-    impl Persistent for FakeNode {
-        const CLASS_NAME: &'static str = "durus.btree.BNode";
-    }
-    #[derive(serde::Serialize, serde::Deserialize)]
-    struct FakeTree {
-        root: PRef<FakeNode>,
-        len: u64,
-        node_size: u32,
-    }
-    impl Persistent for FakeTree {
-        const CLASS_NAME: &'static str = "durus.btree.BTree";
-    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.durus");
     {

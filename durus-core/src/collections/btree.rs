@@ -14,12 +14,14 @@
 //! rewrites that object too, so concurrent writers of one tree conflict
 //! on it, as they would on any shared counter.
 
+use std::collections::HashSet;
 use std::ops::{Bound, RangeBounds};
 
 use serde::{Deserialize, Serialize};
 
 use crate::collections::Element;
 use crate::error::{Error, Result};
+use crate::format::Oid;
 use crate::object::{PRef, Persistent};
 
 /// The default most entries per leaf and children per inner node,
@@ -32,6 +34,39 @@ pub const MIN_NODE_SIZE: usize = 4;
 
 /// The largest node size (a node is one record, read and written whole).
 pub const MAX_NODE_SIZE: usize = 1 << 16;
+
+/// The most levels a sound tree can have: every inner node has two
+/// children or more, so 64 levels would hold over 2^63 entries. A deeper
+/// path goes round a cycle among damaged nodes, which would otherwise
+/// recurse or loop forever.
+const MAX_DEPTH: usize = 64;
+
+/// Checks the level a descent has reached (1 at the root).
+fn check_depth(oid: Option<Oid>, depth: usize) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(Error::InvalidState(format!(
+            "BTree node {oid:?} is more than {MAX_DEPTH} levels deep: the tree's nodes form a cycle (a damaged tree)"
+        )));
+    }
+    Ok(())
+}
+
+/// The stored nodes a whole-tree walk has entered. A node reached twice
+/// is shared by two parents or sits on a cycle (damage), which would
+/// make the walk count entries twice or run for ever.
+#[derive(Default)]
+struct Visited(HashSet<Oid>);
+
+impl Visited {
+    fn enter(&mut self, oid: Option<Oid>) -> Result<()> {
+        match oid {
+            Some(o) if !self.0.insert(o) => Err(Error::InvalidState(format!(
+                "BTree node {o} is reached twice: the tree's nodes are shared or form a cycle (a damaged tree)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
 
 /// A persistent ordered map whose nodes load and save independently
 /// (Durus's `BTree`, as a B+ tree). Operate on it through
@@ -243,7 +278,7 @@ impl<K: Element + Ord, V: Element> PRef<BTree<K, V>> {
     /// Inserts, returning the value `key` had.
     pub fn insert(&self, key: K, value: V) -> Result<Option<V>> {
         let (root, size) = self.header()?;
-        let done = insert_below(&root, key, value, size, true)?;
+        let done = insert_below(&root, key, value, size, true, 1)?;
         if done.old.is_some() && done.split.is_none() {
             return Ok(done.old);
         }
@@ -274,8 +309,11 @@ impl<K: Element + Ord, V: Element> PRef<BTree<K, V>> {
     /// The value for `key`: one node read per level.
     pub fn get(&self, key: &K) -> Result<Option<V>> {
         let (mut node, _) = self.header()?;
+        let mut depth = 0;
         loop {
+            depth += 1;
             let oid = node.oid();
+            check_depth(oid, depth)?;
             let next = node.read(|n| -> Result<_> {
                 Ok(match n.step(oid, key)? {
                     Step::Leaf => Err(n.keys.binary_search(key).ok().map(|i| n.values[i].clone())),
@@ -297,13 +335,14 @@ impl<K: Element + Ord, V: Element> PRef<BTree<K, V>> {
     /// was missing).
     pub fn remove(&self, key: &K) -> Result<Option<V>> {
         let (root, size) = self.header()?;
-        let Some(old) = remove_below(&root, key, size)? else {
+        let Some(old) = remove_below(&root, key, size, 1)? else {
             return Ok(None);
         };
         // An inner root left with one child hands the root to it.
         let mut new_root = None;
         let mut node = root;
-        loop {
+        for depth in 1.. {
+            check_depth(node.oid(), depth)?;
             let only = node.read(|n| (n.children.len() == 1).then(|| n.children[0].clone()))?;
             match only {
                 Some(child) => {
@@ -380,7 +419,7 @@ impl<K: Element + Ord, V: Element> PRef<BTree<K, V>> {
     /// as the iterators do.
     pub fn for_each(&self, mut f: impl FnMut(&K, &V) -> Result<()>) -> Result<()> {
         let (root, _) = self.header()?;
-        for_each_below(&root, &mut f)
+        for_each_below(&root, &mut f, 1, &mut Visited::default())
     }
 
     /// The most entries per leaf and children per inner node.
@@ -395,6 +434,7 @@ impl<K: Element + Ord, V: Element> PRef<BTree<K, V>> {
         while let Some(child) = node.read(|n| n.children.first().cloned())? {
             node = child;
             depth += 1;
+            check_depth(node.oid(), depth)?;
         }
         Ok(depth)
     }
@@ -404,7 +444,7 @@ impl<K: Element + Ord, V: Element> PRef<BTree<K, V>> {
     /// leaf at one depth, and `len()` equal to the entries found.
     pub fn verify(&self) -> Result<()> {
         let (root, _) = self.header()?;
-        let found = verify_below(&root, None, None, 1, &mut None)?;
+        let found = verify_below(&root, None, None, 1, &mut None, &mut Visited::default())?;
         let len = self.read(|t| t.len)?;
         if found != len {
             return Err(Error::InvalidState(format!(
@@ -420,7 +460,9 @@ impl<K: Element + Ord, V: Element> PRef<BTree<K, V>> {
         let (root, _) = self.header()?;
         let mut pending = vec![root];
         let mut count = 0;
+        let mut visited = Visited::default();
         while let Some(node) = pending.pop() {
+            visited.enter(node.oid())?;
             count += 1;
             node.read(|n| pending.extend(n.children.iter().cloned()))?;
         }
@@ -436,8 +478,11 @@ fn verify_below<K: Element + Ord, V: Element>(
     hi: Option<&K>,
     depth: usize,
     leaf_depth: &mut Option<usize>,
+    visited: &mut Visited,
 ) -> Result<u64> {
     let oid = node.oid();
+    check_depth(oid, depth)?;
+    visited.enter(oid)?;
     let bad = |what: String| Err(Error::InvalidState(format!("BTree node {oid:?}: {what}")));
     let (keys, children) = node.read(|n| -> Result<_> {
         n.check(oid)?;
@@ -463,7 +508,7 @@ fn verify_below<K: Element + Ord, V: Element>(
     for (i, child) in children.iter().enumerate() {
         let lo = if i == 0 { lo } else { keys.get(i - 1) };
         let hi = keys.get(i).or(hi);
-        count += verify_below(child, lo, hi, depth + 1, leaf_depth)?;
+        count += verify_below(child, lo, hi, depth + 1, leaf_depth, visited)?;
     }
     Ok(count)
 }
@@ -471,8 +516,12 @@ fn verify_below<K: Element + Ord, V: Element>(
 fn for_each_below<K: Element + Ord, V: Element>(
     node: &PRef<Node<K, V>>,
     f: &mut dyn FnMut(&K, &V) -> Result<()>,
+    depth: usize,
+    visited: &mut Visited,
 ) -> Result<()> {
     let oid = node.oid();
+    check_depth(oid, depth)?;
+    visited.enter(oid)?;
     let children = node.read(|n| -> Result<Vec<PRef<Node<K, V>>>> {
         n.check(oid)?;
         for (k, v) in n.keys.iter().zip(&n.values) {
@@ -483,7 +532,7 @@ fn for_each_below<K: Element + Ord, V: Element>(
     PRef::prefetch(children.iter())?;
     children
         .iter()
-        .try_for_each(|child| for_each_below(child, f))
+        .try_for_each(|child| for_each_below(child, f, depth + 1, visited))
 }
 
 fn bounds<K: Clone>(range: &impl RangeBounds<K>) -> (Bound<K>, Bound<K>) {
@@ -498,8 +547,10 @@ fn insert_below<K: Element + Ord, V: Element>(
     value: V,
     size: usize,
     rightmost: bool,
+    depth: usize,
 ) -> Result<Inserted<K, V>> {
     let oid = node.oid();
+    check_depth(oid, depth)?;
     let (i, child, last) =
         match node.read(|n| n.step(oid, &key).map(|s| (s, n.children.len())))?? {
             (Step::Leaf, _) => {
@@ -521,7 +572,7 @@ fn insert_below<K: Element + Ord, V: Element>(
             }
             (Step::Child(i, child), count) => (i, child, i + 1 == count),
         };
-    let below = insert_below(&child, key, value, size, rightmost && last)?;
+    let below = insert_below(&child, key, value, size, rightmost && last, depth + 1)?;
     let Some((sep, right)) = below.split else {
         return Ok(below);
     };
@@ -542,8 +593,10 @@ fn remove_below<K: Element + Ord, V: Element>(
     node: &PRef<Node<K, V>>,
     key: &K,
     size: usize,
+    depth: usize,
 ) -> Result<Option<V>> {
     let oid = node.oid();
+    check_depth(oid, depth)?;
     let (i, child) = match node.read(|n| n.step(oid, key))?? {
         Step::Leaf => {
             if !node.read(|n| n.keys.binary_search(key).is_ok())? {
@@ -557,7 +610,7 @@ fn remove_below<K: Element + Ord, V: Element>(
         }
         Step::Child(i, child) => (i, child),
     };
-    let old = remove_below(&child, key, size)?;
+    let old = remove_below(&child, key, size, depth + 1)?;
     if old.is_some() && child.read(|c| c.width())? < size / 2 {
         mend(node, i, size)?;
     }
@@ -651,6 +704,7 @@ impl<K: Element + Ord, V: Element> Iter<K, V> {
     fn seek(&mut self, mut node: PRef<Node<K, V>>, from: &Bound<K>) -> Result<()> {
         loop {
             let oid = node.oid();
+            check_depth(oid, self.path.len() + 1)?;
             let child = node.read(|n| -> Result<_> {
                 n.check(oid)?;
                 if n.is_leaf() {
