@@ -86,3 +86,40 @@ fn serve_without_a_file_uses_a_temporary_one_and_stop_reports_a_missing_server()
     assert_eq!(again.code, 2);
     assert!(again.stderr.contains("cannot connect"), "{}", again.stderr);
 }
+
+#[test]
+fn a_commit_over_max_commit_bytes_is_refused_and_logged_and_others_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("limited.durus");
+    let mut server = Serving::start(&[
+        "--file",
+        file.to_str().unwrap(),
+        "--address",
+        "127.0.0.1:0",
+        "--max-commit-bytes",
+        "2000",
+    ]);
+    let address = server.address.clone();
+    store_list(&address, &[1, 2, 3]);
+    // A thousand numbers are over 2,000 bytes of CBOR and framing.
+    let conn = Connection::new(ClientStorage::connect(&address).unwrap()).unwrap();
+    let big: PersistentList<u32> = (0..1000).collect();
+    conn.root()
+        .insert("list".into(), PObject::from(PRef::new(big)))
+        .unwrap();
+    let err = conn.commit().unwrap_err();
+    assert!(!err.is_conflict(), "{err}");
+    drop(conn);
+    assert_eq!(read_list(&address), [1, 2, 3], "nothing of it was stored");
+    store_list(&address, &[4]);
+    assert_eq!(read_list(&address), [4]);
+    let stop = durus(&["stop", "--address", &address]);
+    assert_eq!(stop.code, 0, "{}", stop.stderr);
+    let mut log = String::new();
+    std::io::Read::read_to_string(server.child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(
+        log.contains("transaction too large") && log.contains("over the limit of 2000"),
+        "{log}"
+    );
+    assert_eq!(server.wait(), 0);
+}

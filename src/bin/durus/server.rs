@@ -73,6 +73,14 @@ pub struct ServeArgs {
     /// The most clients served at once; more are disconnected (and logged).
     #[arg(long, value_name = "N", default_value_t = ServerOptions::default().max_clients)]
     pub max_clients: usize,
+    /// The largest commit a client may send, in bytes (its records and
+    /// their framing); a larger one is refused and the client dropped.
+    #[arg(long, value_name = "BYTES", default_value_t = ServerOptions::default().max_transaction)]
+    pub max_commit_bytes: usize,
+    /// The most oids one bulk load may ask for; more is refused and the
+    /// client dropped.
+    #[arg(long, value_name = "N", default_value_t = ServerOptions::default().max_bulk_load)]
+    pub max_bulk_load: u32,
     /// Let clients on other hosts stop the server with the stop command
     /// (by default only unix-socket and loopback clients may).
     #[arg(long)]
@@ -157,6 +165,8 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
         spin: Duration::from_micros(args.spin),
         max_clients: args.max_clients.max(1),
         remote_stop: args.allow_remote_stop,
+        max_transaction: args.max_commit_bytes,
+        max_bulk_load: args.max_bulk_load,
         ..ServerOptions::default()
     };
     let server = Server::bind(storage, &address, opts)?;
