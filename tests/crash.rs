@@ -12,9 +12,14 @@
 //!   is reopened with repair and the pair checked against the acknowledged
 //!   numbers the process reported.
 //!
-//! A test binary without libtest's harness: run plainly it is the driver;
+//! * Python (with the `interop` feature): the served scenario with Python
+//!   Durus 4.3 client processes (`tests/interop/crash_client.py`), whose
+//!   commits are pickles and whose client storage is Durus's own.
+//!
+//! A test binary without libtest's harness: run plainly it is the driver of
+//! every scenario; `-- served embedded python` picks some;
 //! `--worker served|embedded ...` makes it a client process.
-//! `DURUS_CRASH_KILLS` (default 12 served, 12 embedded) for longer runs.
+//! `DURUS_CRASH_KILLS` (default 12 per scenario) for longer runs.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -33,18 +38,35 @@ struct Counter {
 
 type Pairs = PersistentDict<String, PObject>;
 
+#[cfg(feature = "interop")]
+mod peer_venv;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == "--worker") {
-        Some(i) => worker(&args[i + 1], &args[i + 2..]),
-        None => {
-            let kills = std::env::var("DURUS_CRASH_KILLS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(12);
-            served(kills);
-            embedded(kills);
-        }
+    if let Some(i) = args.iter().position(|a| a == "--worker") {
+        return worker(&args[i + 1], &args[i + 2..]);
+    }
+    let kills = std::env::var("DURUS_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    // Scenario names among the arguments (cargo may pass flags too).
+    let picked: Vec<&str> = args[1..]
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let run = |name: &str| picked.is_empty() || picked.contains(&name);
+    if run("served") {
+        served(kills, &Clients::Rust);
+    }
+    if run("embedded") {
+        embedded(kills);
+    }
+    #[cfg(feature = "interop")]
+    if run("python") {
+        let venv = peer_venv::durus43_venv().unwrap_or_else(|e| panic!("{e}"));
+        served(kills, &Clients::Python(venv.join("bin/python")));
     }
 }
 
@@ -64,63 +86,133 @@ impl Rng {
 
 const CLIENTS: usize = 3;
 
-fn serve(file: &Path, sock: &Path) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_durus"))
-        .args(["serve", "--repair", "--file"])
-        .arg(file)
-        .arg("--unix")
-        .arg(sock)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("durus serve starts");
+/// Who the served scenario's client processes are.
+enum Clients {
+    /// This binary with `--worker served`.
+    Rust,
+    /// `tests/interop/crash_client.py` run by this Python (Durus 4.3).
+    #[cfg(feature = "interop")]
+    Python(PathBuf),
+}
+
+impl Clients {
+    fn name(&self) -> &'static str {
+        match self {
+            Clients::Rust => "served",
+            #[cfg(feature = "interop")]
+            Clients::Python(_) => "python",
+        }
+    }
+
+    /// Stores a pair of zeroed counters for each client.
+    fn setup(&self, sock: &Path) {
+        match self {
+            Clients::Rust => {
+                let address = Address::Unix(sock.to_path_buf());
+                let conn = Connection::new(ClientStorage::connect_to(&address).unwrap()).unwrap();
+                for c in 0..CLIENTS {
+                    let pair: PRef<Pairs> = PRef::new(PersistentDict::new());
+                    for key in ["a", "b"] {
+                        let counter = PObject::from(PRef::new(Counter { value: 0 }));
+                        pair.insert(key.to_string(), counter).unwrap();
+                    }
+                    conn.root()
+                        .insert(format!("client{c}"), PObject::from(pair))
+                        .unwrap();
+                }
+                conn.commit().unwrap();
+            }
+            #[cfg(feature = "interop")]
+            Clients::Python(python) => {
+                let status = Command::new(python)
+                    .arg(crash_client_script())
+                    .arg("setup")
+                    .arg(sock)
+                    .arg(CLIENTS.to_string())
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "crash_client.py setup failed");
+            }
+        }
+    }
+
+    /// Client `c`, committing until `stop` exists, then printing
+    /// "ACKED CHECKS" (or a violation, failing).
+    fn spawn(&self, c: usize, sock: &Path, stop: &Path) -> Child {
+        let mut cmd = match self {
+            Clients::Rust => {
+                let mut cmd = Command::new(std::env::current_exe().unwrap());
+                cmd.args(["--worker", "served"]);
+                cmd
+            }
+            #[cfg(feature = "interop")]
+            Clients::Python(python) => {
+                let mut cmd = Command::new(python);
+                cmd.arg(crash_client_script()).arg("work");
+                cmd
+            }
+        };
+        cmd.arg(c.to_string())
+            .arg(sock)
+            .arg(stop)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+#[cfg(feature = "interop")]
+fn crash_client_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/crash_client.py")
+}
+
+/// A child process killed when dropped: a failing driver (a panic) leaves
+/// no server or client running behind it.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(file: &Path, sock: &Path) -> Reaped {
+    let server = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_durus"))
+            .args(["serve", "--repair", "--file"])
+            .arg(file)
+            .arg("--unix")
+            .arg(sock)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("durus serve starts"),
+    );
     // Ready once it accepts a connection.
     let deadline = Instant::now() + Duration::from_secs(30);
     while Address::Unix(sock.to_path_buf()).connect().is_err() {
         assert!(Instant::now() < deadline, "the server did not come up");
         std::thread::sleep(Duration::from_millis(5));
     }
-    child
+    server
 }
 
-fn served(kills: u64) {
+fn served(kills: u64, who: &Clients) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("crash.durus");
     let sock = dir.path().join("durus.sock");
     let stop = dir.path().join("stop");
     let mut server = serve(&file, &sock);
-    {
-        let address = Address::Unix(sock.clone());
-        let conn = Connection::new(ClientStorage::connect_to(&address).unwrap()).unwrap();
-        for c in 0..CLIENTS {
-            let pair: PRef<Pairs> = PRef::new(PersistentDict::new());
-            for key in ["a", "b"] {
-                let counter = PObject::from(PRef::new(Counter { value: 0 }));
-                pair.insert(key.to_string(), counter).unwrap();
-            }
-            conn.root()
-                .insert(format!("client{c}"), PObject::from(pair))
-                .unwrap();
-        }
-        conn.commit().unwrap();
-    }
-    let exe = std::env::current_exe().unwrap();
-    let mut clients: Vec<Child> = (0..CLIENTS)
-        .map(|c| {
-            Command::new(&exe)
-                .args(["--worker", "served", &c.to_string()])
-                .arg(&sock)
-                .arg(&stop)
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+    who.setup(&sock);
+    let mut clients: Vec<Reaped> = (0..CLIENTS)
+        .map(|c| Reaped(who.spawn(c, &sock, &stop)))
         .collect();
     let mut rng = Rng(0x5EED_1234_ABCD_0001);
     let mut killed_mid_commit = 0;
     for _ in 0..kills {
         std::thread::sleep(Duration::from_millis(30 + rng.below(150)));
-        server.kill().unwrap();
-        server.wait().unwrap();
+        server.0.kill().unwrap();
+        server.0.wait().unwrap();
         // A tail past the last transaction's end: a commit was being written.
         let opened = FileStorageOptions::new()
             .readonly(true)
@@ -134,7 +226,7 @@ fn served(kills: u64) {
     }
     std::fs::write(&stop, b"").unwrap();
     let (mut acknowledged, mut checks) = (0, 0);
-    for (c, child) in clients.iter_mut().enumerate() {
+    for (c, Reaped(child)) in clients.iter_mut().enumerate() {
         let status = child.wait().unwrap();
         let mut out = String::new();
         BufReader::new(child.stdout.take().unwrap())
@@ -151,12 +243,12 @@ fn served(kills: u64) {
         acknowledged += acked;
         checks += checked;
     }
-    server.kill().unwrap();
-    server.wait().unwrap();
+    drop(server);
     println!(
-        "crash (served): {kills} SIGKILLs of the server ({killed_mid_commit} left a torn tail), \
+        "crash ({}): {kills} SIGKILLs of the server ({killed_mid_commit} left a torn tail), \
          {CLIENTS} client processes, {acknowledged} commits acknowledged, pairs checked \
-         {checks} times after reconnecting, none lost or torn"
+         {checks} times after reconnecting, none lost or torn",
+        who.name()
     );
 }
 
