@@ -26,6 +26,18 @@ use crate::storage::Storage;
 
 /// The protocol-1 service over one storage, serving any number of
 /// conversations at once (each on its caller's thread).
+///
+/// ```
+/// use durus_core::format::protocol::{CMD_LOAD, STATUS_KEYERROR};
+/// use durus_core::storage::{ServerOptions, Service};
+/// use durus_core::{MemoryStorage, Oid};
+/// let service = Service::new(MemoryStorage::new(), ServerOptions::default());
+/// let request = [&[CMD_LOAD][..], &Oid(0).to_bytes()].concat();
+/// let mut answer = Vec::new();
+/// service.serve(&request[..], &mut answer, "example", true)?;
+/// assert_eq!(answer, [STATUS_KEYERROR]); // no root yet
+/// # Ok::<(), durus_core::Error>(())
+/// ```
 pub struct Service {
     opts: ServerOptions,
     /// Set by a client's stop command (`Q`) or by the server's owner.
