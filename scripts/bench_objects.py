@@ -47,7 +47,7 @@ if HERE not in sys.path:
 
 # The storage benchmark's plumbing: peak RSS, file helpers, reading JSON lines.
 from bench_storage import (emit, file_len, parse_opts, peak_rss_kb,  # noqa: E402
-                           read_rows)
+                           read_rows, time_opens)
 
 COMMIT_EVERY = 1000
 UPDATE_DIVISOR = 10
@@ -303,12 +303,7 @@ def time_open(e, name, path, reps):
     storage = open_storage(path)
     records = e.records(storage)
     storage.close()
-    secs = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        storage = open_storage(path)
-        secs.append(time.perf_counter() - t)
-        storage.close()
+    secs = time_opens(open_storage, path, reps)
     return time_result(name, records, secs, peak_rss_kb(), dict(
         file_bytes=file_len(path)))
 
